@@ -1,0 +1,229 @@
+"""The project configuration: one validated model, loaded from mailbridge.yaml."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_FILE = "mailbridge.yaml"
+CONFIG_ENV = "MAILBRIDGE_CONFIG"
+WAREHOUSE_ENV = "MAILBRIDGE_WAREHOUSE"
+
+Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+CANONICAL_STATUSES = (
+    "subscribed",
+    "unsubscribed",
+    "pending",
+    "bounced_hard",
+    "bounced_soft",
+    "bounced",
+    "archived",
+)
+
+
+class ConfigError(Exception):
+    """The configuration is missing or wrong; the message names the file, the key and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EspAccount(_Strict):
+    """One account at one ESP; several accounts of one ESP are allowed."""
+
+    name: Identifier
+    type: str
+    api_key_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    base_url: str | None = None
+    max_connections: int = Field(default=10, ge=1, le=10)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        from pipelines.registry import esp_types
+
+        if value not in esp_types():
+            raise ValueError(f"unknown ESP type {value!r}; known types: {', '.join(esp_types())}")
+        return value
+
+    def api_key(self) -> str:
+        """The account's API key, read from its environment variable."""
+        key = os.environ.get(self.api_key_env, "").strip()
+        if not key:
+            raise ConfigError(
+                f"ESP account {self.name!r}: the environment variable {self.api_key_env} is not set. "
+                f"Export the account's API key as {self.api_key_env} (never write it into mailbridge.yaml)."
+            )
+        return key
+
+
+class ListLink(_Strict):
+    """A CRM distribution list linked to one list of one ESP account."""
+
+    id: Identifier
+    crm_list_id: str
+    esp_account: Identifier
+    esp_list_id: str
+
+
+class TableMapping(_Strict):
+    """Where one CRM entity lives: its table and the column behind each canonical field."""
+
+    table: str
+    columns: dict[str, str]
+
+
+class CrmConfig(_Strict):
+    """The CRM database and how its tables map onto mailbridge's vocabulary."""
+
+    url: str | None = None
+    url_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    timezone: str = "UTC"
+    contacts: TableMapping
+    lists: TableMapping
+    assignments: TableMapping
+    blocklist: TableMapping | None = None
+    email_history: TableMapping | None = None
+    status_values: dict[str, Literal[CANONICAL_STATUSES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: {status: status for status in CANONICAL_STATUSES}
+    )
+
+    REQUIRED_COLUMNS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "contacts": ("contact_id", "email"),
+        "lists": ("list_id", "name"),
+        "assignments": ("contact_id", "list_id", "status", "status_changed_at"),
+        "blocklist": ("email",),
+        "email_history": ("contact_id", "email", "valid_to"),
+    }
+
+    @model_validator(mode="after")
+    def _check(self) -> CrmConfig:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("set exactly one of crm.url (no secrets in it) or crm.url_env")
+        for entity, required in self.REQUIRED_COLUMNS.items():
+            mapping = getattr(self, entity)
+            if mapping is None:
+                continue
+            missing = [column for column in required if column not in mapping.columns]
+            if missing:
+                raise ValueError(f"crm.{entity}.columns must map {', '.join(missing)}")
+        return self
+
+    def connection_url(self, base_dir: Path) -> str:
+        """The SQLAlchemy URL; relative SQLite paths are taken from the config file's folder."""
+        if self.url_env is not None:
+            url = os.environ.get(self.url_env, "").strip()
+            if not url:
+                raise ConfigError(
+                    f"crm.url_env: the environment variable {self.url_env} is not set. "
+                    f"Export the CRM's SQLAlchemy URL as {self.url_env}."
+                )
+        else:
+            assert self.url is not None
+            url = self.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            url = prefix + str((base_dir / url[len(prefix) :]).resolve())
+        return url
+
+
+class Policy(_Strict):
+    """How reconciliation decides what no rule settles. Opt-out propagation is not a switch."""
+
+    transmit_new_members: bool = False
+    doi_grace_period_days: int = Field(default=14, ge=0)
+
+
+class ExtractionSettings(_Strict):
+    page_size: int = Field(default=1000, ge=1, le=1000)
+    max_retries: int = Field(default=6, ge=0, le=20)
+    backoff_seconds: float = Field(default=0.5, ge=0)
+    max_retry_after_seconds: float = Field(default=60, ge=0)
+    timeout_seconds: float = Field(default=60, gt=0)
+
+
+class MailbridgeConfig(_Strict):
+    esp_accounts: list[EspAccount]
+    list_links: list[ListLink]
+    crm: CrmConfig
+    policy: Policy = Policy()
+    extraction: ExtractionSettings = ExtractionSettings()
+    warehouse: str = ".mailbridge/warehouse.duckdb"
+
+    # set by load_config, not by the file
+    base_dir: Path = Field(default=Path("."), exclude=True)
+    source_file: Path = Field(default=Path(DEFAULT_CONFIG_FILE), exclude=True)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> MailbridgeConfig:
+        names = [account.name for account in self.esp_accounts]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"esp_accounts: account names must be unique, repeated: {', '.join(duplicates)}")
+        link_ids = [link.id for link in self.list_links]
+        duplicates = sorted({link for link in link_ids if link_ids.count(link) > 1})
+        if duplicates:
+            raise ValueError(f"list_links: ids must be unique, repeated: {', '.join(duplicates)}")
+        for index, link in enumerate(self.list_links):
+            if link.esp_account not in names:
+                raise ValueError(
+                    f"list_links[{index}].esp_account: no ESP account named {link.esp_account!r}; "
+                    f"configured accounts: {', '.join(names) or 'none'}"
+                )
+        return self
+
+    def account(self, name: str) -> EspAccount:
+        for account in self.esp_accounts:
+            if account.name == name:
+                return account
+        raise KeyError(name)
+
+    def accounts_of_type(self, esp_type: str) -> list[EspAccount]:
+        return [account for account in self.esp_accounts if account.type == esp_type]
+
+    def links_of_account(self, name: str) -> list[ListLink]:
+        return [link for link in self.list_links if link.esp_account == name]
+
+    def warehouse_path(self) -> Path:
+        """The DuckDB file: MAILBRIDGE_WAREHOUSE wins, else `warehouse` beside the config file."""
+        configured = os.environ.get(WAREHOUSE_ENV) or self.warehouse
+        path = Path(configured)
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+
+def config_path(path: str | Path | None = None) -> Path:
+    return Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_FILE)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def load_config(path: str | Path | None = None) -> MailbridgeConfig:
+    """Read and validate the project config; errors name the file, the key and the fix."""
+    file = config_path(path).resolve()
+    if not file.is_file():
+        raise ConfigError(
+            f"{file}: no such config file. Create it (see README.md, 'Configuration') "
+            f"or point {CONFIG_ENV} at it."
+        )
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{file}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: expected a mapping at the top level")
+    try:
+        config = MailbridgeConfig.model_validate(raw)
+    except ValidationError as error:
+        lines = [f"{file}: {_location(e['loc'])}: {e['msg']}" for e in error.errors()]
+        raise ConfigError("invalid configuration\n  " + "\n  ".join(lines)) from None
+    return config.model_copy(update={"base_dir": file.parent, "source_file": file})

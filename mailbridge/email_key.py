@@ -1,0 +1,75 @@
+"""The normalised email key that every system is matched on (DESIGN.md, ESP_APIS.md)."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+from email_validator import EmailNotValidError, validate_email
+
+
+class InvalidEmail(ValueError):
+    """An address that is not valid syntax; `reason` says why."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"invalid email address {address!r}: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class EmailKeyResult:
+    key: str | None
+    error: str | None
+
+
+def email_key(address: str) -> str:
+    """Return the match key of `address`: stripped, NFC, punycode domain, lower-cased.
+
+    Dots and `+tags` are never folded: they can name different people.
+    Raises InvalidEmail with the validator's reason when the syntax is not valid.
+    """
+    if not isinstance(address, str):
+        raise InvalidEmail(repr(address), "not a string")
+    candidate = unicodedata.normalize("NFC", address.strip())
+    if not candidate:
+        raise InvalidEmail(address, "the address is empty")
+    try:
+        validated = validate_email(candidate, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as error:
+        raise InvalidEmail(address, str(error)) from None
+    local_part = unicodedata.normalize("NFC", validated.local_part).lower()
+    return f"{local_part}@{validated.ascii_domain.lower()}"
+
+
+def try_email_key(address: str | None) -> EmailKeyResult:
+    """Like email_key, but returns the reason instead of raising."""
+    if address is None:
+        return EmailKeyResult(None, "the address is missing")
+    try:
+        return EmailKeyResult(email_key(address), None)
+    except InvalidEmail as error:
+        return EmailKeyResult(None, error.reason)
+
+
+def email_keys(addresses: Iterable[str | None]) -> tuple[pa.Array, pa.Array]:
+    """Keys and validation errors for a column of addresses, as two Arrow string arrays."""
+    keys: list[str | None] = []
+    errors: list[str | None] = []
+    seen: dict[str | None, EmailKeyResult] = {}
+    for address in addresses:
+        result = seen.get(address)
+        if result is None:
+            result = try_email_key(address)
+            seen[address] = result
+        keys.append(result.key)
+        errors.append(result.error)
+    return pa.array(keys, type=pa.string()), pa.array(errors, type=pa.string())
+
+
+def with_email_key(table: pa.Table, address_column: str) -> pa.Table:
+    """Append `email_key` and `email_error` columns computed from `address_column`."""
+    keys, errors = email_keys(table.column(address_column).to_pylist())
+    return table.append_column("email_key", keys).append_column("email_error", errors)

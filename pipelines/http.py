@@ -1,0 +1,192 @@
+"""HTTP for the ESP connectors: bounded connections, bounded retries, Retry-After honoured."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 6
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 30.0
+    max_retry_after_seconds: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Retry-After when the server sent one (capped), else exponential backoff with jitter."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after_seconds)
+        base = min(self.backoff_seconds * (2**attempt), self.max_backoff_seconds)
+        return base * (0.5 + random.random() / 2)
+
+
+class EspApiError(Exception):
+    """An ESP answered with an error that retrying will not fix, or retries ran out."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        title: str | None = None,
+        detail: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.retryable = retryable
+
+
+class EspAuthError(EspApiError):
+    """The ESP refused the credentials (401/403)."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def problem_details(response: httpx.Response) -> tuple[str | None, str | None]:
+    """`title` and `detail` of an application/problem+json body, if it has one."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    return body.get("title"), body.get("detail")
+
+
+class EspHttpClient:
+    """A thread-safe JSON client for one ESP account.
+
+    At most `max_connections` requests are in flight at once (the ESPs count
+    simultaneous connections). Transport errors, truncated bodies, 429 and 5xx are
+    retried with backoff; Retry-After is honoured up to a cap, and retries are bounded.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        account_label: str,
+        credential_hint: str,
+        auth: httpx.Auth | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_connections: int = 10,
+        timeout_seconds: float = 60.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.account_label = account_label
+        self.credential_hint = credential_hint
+        self.retry = retry or RetryPolicy()
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/") + "/",
+            auth=auth,
+            headers=dict(headers or {}),
+            timeout=timeout_seconds,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+        self.requests_sent = 0
+        self.retries = 0
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> EspHttpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+    ) -> Any:
+        """Send one request and return its decoded JSON body (None for 204)."""
+        last_problem = "no attempt made"
+        for attempt in range(self.retry.max_retries + 1):
+            retry_after: float | None = None
+            try:
+                with self._slots:
+                    self.requests_sent += 1
+                    response = self._client.request(method, path.lstrip("/"), params=params, json=json_body)
+                    body = response.content  # read fully inside the slot
+            except httpx.TransportError as error:
+                last_problem = f"{type(error).__name__}: {error}"
+            else:
+                if response.status_code in (401, 403):
+                    title, detail = problem_details(response)
+                    raise EspAuthError(
+                        f"{self.account_label}: the ESP refused the credentials "
+                        f"({response.status_code} {title or response.reason_phrase}). "
+                        f"{self.credential_hint}",
+                        status=response.status_code,
+                        title=title,
+                        detail=detail,
+                    )
+                if response.status_code in RETRYABLE_STATUS:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    last_problem = f"HTTP {response.status_code}"
+                elif response.status_code >= 400:
+                    title, detail = problem_details(response)
+                    raise EspApiError(
+                        f"{self.account_label}: {method} {path} failed with {response.status_code} "
+                        f"{title or response.reason_phrase}: {detail or ''}".rstrip(": "),
+                        status=response.status_code,
+                        title=title,
+                        detail=detail,
+                    )
+                elif response.status_code == 204 or not body:
+                    return None
+                else:
+                    try:
+                        return json.loads(body)
+                    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                        last_problem = f"unreadable body ({error})"
+            if attempt == self.retry.max_retries:
+                break
+            self.retries += 1
+            pause = self.retry.delay(attempt, retry_after)
+            log.info("%s: %s %s: %s, retrying in %.2fs", self.account_label, method, path, last_problem, pause)
+            time.sleep(pause)
+        raise EspApiError(
+            f"{self.account_label}: {method} {path} still failing after "
+            f"{self.retry.max_retries + 1} attempts ({last_problem})",
+            retryable=True,
+        )
+
+    def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        return self.request_json("GET", path, params=params)

@@ -1,0 +1,68 @@
+"""Build the dlt pipelines and sources for a configuration; run an extraction without Dagster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dlt
+from dlt.common.pipeline import LoadInfo
+from dlt.sources import DltSource
+
+from mailbridge.config import MailbridgeConfig
+from pipelines.crm import crm_source
+from pipelines.registry import connector
+from pipelines.settings_source import settings_source
+
+CRM_DATASET = "raw_crm"
+SETTINGS_DATASET = "raw_mailbridge"
+
+
+def state_dir(config: MailbridgeConfig) -> Path:
+    """Where mailbridge keeps local state (dlt pipelines) beside the warehouse file."""
+    return config.warehouse_path().parent
+
+
+def make_pipeline(config: MailbridgeConfig, name: str, dataset: str) -> dlt.Pipeline:
+    warehouse = config.warehouse_path()
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    return dlt.pipeline(
+        pipeline_name=f"mailbridge_{name}",
+        destination=dlt.destinations.duckdb(str(warehouse)),
+        dataset_name=dataset,
+        pipelines_dir=str(state_dir(config) / "dlt"),
+    )
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """One dlt source and the pipeline that loads it."""
+
+    name: str
+    pipeline: dlt.Pipeline
+    source: DltSource
+
+
+def extractions(config: MailbridgeConfig, *, full_refresh: bool, run_id: str) -> Iterator[Extraction]:
+    """Every extraction a sync runs: the settings, the CRM and each configured ESP type."""
+    yield Extraction("mailbridge", make_pipeline(config, "mailbridge", SETTINGS_DATASET), settings_source(config))
+    yield Extraction(
+        "crm",
+        make_pipeline(config, "crm", CRM_DATASET),
+        crm_source(config.crm.connection_url(config.base_dir), config.crm, run_id=run_id),
+    )
+    for esp_type in sorted({account.type for account in config.esp_accounts}):
+        esp = connector(esp_type)
+        source = esp.source()(
+            accounts=config.accounts_of_type(esp_type),
+            full_refresh=full_refresh,
+            run_id=run_id,
+            extraction=config.extraction,
+        )
+        yield Extraction(esp_type, make_pipeline(config, esp_type, esp.dataset), source)
+
+
+def run_extractions(config: MailbridgeConfig, *, full_refresh: bool, run_id: str) -> dict[str, LoadInfo]:
+    """Run every extraction in turn (DuckDB takes one writer at a time)."""
+    return {item.name: item.pipeline.run(item.source) for item in extractions(config, full_refresh=full_refresh, run_id=run_id)}

@@ -1,0 +1,292 @@
+"""The Mailchimp emulator's state: accounts, lists, members, campaigns and their reports."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+MEMBER_STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")
+WRITABLE_STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional")
+COMPLIANCE_STATES = ("unsubscribed", "cleaned")
+
+
+def subscriber_hash(email_address: str) -> str:
+    """Mailchimp's member id: MD5 hex of the lower-cased address."""
+    return hashlib.md5(email_address.strip().lower().encode("utf-8")).hexdigest()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def iso(value: datetime | None) -> str:
+    return "" if value is None else value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+class MailchimpError(Exception):
+    """An API error, rendered as application/problem+json."""
+
+    def __init__(self, status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = errors
+
+
+@dataclass
+class Member:
+    id: str
+    email_address: str
+    status: str
+    list_id: str
+    unique_email_id: str
+    contact_id: str
+    merge_fields: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    language: str = ""
+    ip_signup: str = ""
+    timestamp_signup: datetime | None = None
+    ip_opt: str = ""
+    timestamp_opt: datetime | None = None
+    last_changed: datetime = field(default_factory=utcnow)
+    unsubscribe_reason: str = ""
+    member_rating: int = 2
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "email_address": self.email_address,
+            "unique_email_id": self.unique_email_id,
+            "contact_id": self.contact_id,
+            "full_name": " ".join(
+                part for part in (self.merge_fields.get("FNAME"), self.merge_fields.get("LNAME")) if part
+            ),
+            "email_type": "html",
+            "status": self.status,
+            "unsubscribe_reason": self.unsubscribe_reason,
+            "merge_fields": dict(self.merge_fields),
+            "stats": {"avg_open_rate": 0, "avg_click_rate": 0},
+            "ip_signup": self.ip_signup,
+            "timestamp_signup": iso(self.timestamp_signup),
+            "ip_opt": self.ip_opt,
+            "timestamp_opt": iso(self.timestamp_opt),
+            "member_rating": self.member_rating,
+            "last_changed": iso(self.last_changed),
+            "language": self.language,
+            "vip": False,
+            "email_client": "",
+            "location": {"latitude": 0, "longitude": 0},
+            "source": "API - Generic",
+            "tags_count": len(self.tags),
+            "tags": [{"id": index + 1, "name": name} for index, name in enumerate(self.tags)],
+            "list_id": self.list_id,
+            "_links": [],
+        }
+
+
+@dataclass
+class MailchimpList:
+    id: str
+    name: str
+    date_created: datetime
+    members: dict[str, Member] = field(default_factory=dict)
+    forgotten: set[str] = field(default_factory=set)
+    version: int = 0
+    _views: dict[tuple[Any, ...], list[str]] = field(default_factory=dict)
+
+    def touch(self) -> None:
+        self.version += 1
+        self._views.clear()
+
+    def view(self, status: str | None, since: datetime | None, before: datetime | None) -> list[str]:
+        """Member ids matching the filters, in a stable order (cached until the list changes)."""
+        key = (status, since, before)
+        ids = self._views.get(key)
+        if ids is None:
+            ids = [
+                member.id
+                for member in self.members.values()
+                if (status is None or member.status == status)
+                and (since is None or member.last_changed >= since)
+                and (before is None or member.last_changed <= before)
+            ]
+            self._views[key] = ids
+        return ids
+
+    def as_json(self) -> dict[str, Any]:
+        counts = {status: 0 for status in MEMBER_STATUSES}
+        for member in self.members.values():
+            counts[member.status] += 1
+        return {
+            "id": self.id,
+            "web_id": abs(hash(self.id)) % 100000,
+            "name": self.name,
+            "date_created": iso(self.date_created),
+            "list_rating": 0,
+            "subscribe_url_short": "",
+            "double_optin": True,
+            "stats": {
+                "member_count": counts["subscribed"],
+                "unsubscribe_count": counts["unsubscribed"],
+                "cleaned_count": counts["cleaned"],
+                "member_count_since_send": 0,
+                "unsubscribe_count_since_send": 0,
+                "cleaned_count_since_send": 0,
+                "campaign_count": 0,
+            },
+            "_links": [],
+        }
+
+
+@dataclass
+class Activity:
+    action: str  # open | click | bounce
+    timestamp: datetime
+    ip: str = ""
+    url: str = ""
+    type: str = ""  # hard | soft for bounces
+
+
+@dataclass
+class Recipient:
+    email_address: str
+    email_id: str
+    list_id: str
+    status: str = "sent"  # sent | hard | soft
+    activity: list[Activity] = field(default_factory=list)
+    unsubscribed_at: datetime | None = None
+    unsubscribe_reason: str = ""
+
+
+@dataclass
+class Campaign:
+    id: str
+    list_id: str
+    title: str
+    subject_line: str
+    create_time: datetime
+    status: str = "save"  # save | sending | sent
+    send_time: datetime | None = None
+    recipients: dict[str, Recipient] = field(default_factory=dict)
+
+    def opens(self) -> list[tuple[Recipient, Activity]]:
+        return [(r, a) for r in self.recipients.values() for a in r.activity if a.action == "open"]
+
+    def clicks(self) -> list[tuple[Recipient, Activity]]:
+        return [(r, a) for r in self.recipients.values() for a in r.activity if a.action == "click"]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "web_id": abs(hash(self.id)) % 100000,
+            "type": "regular",
+            "create_time": iso(self.create_time),
+            "status": self.status,
+            "emails_sent": len(self.recipients),
+            "send_time": iso(self.send_time),
+            "content_type": "template",
+            "recipients": {"list_id": self.list_id, "list_is_active": True, "recipient_count": len(self.recipients)},
+            "settings": {"subject_line": self.subject_line, "title": self.title},
+            "_links": [],
+        }
+
+    def report(self) -> dict[str, Any]:
+        sent = len(self.recipients)
+        hard = sum(1 for r in self.recipients.values() if r.status == "hard")
+        soft = sum(1 for r in self.recipients.values() if r.status == "soft")
+        opens, clicks = self.opens(), self.clicks()
+        unique_openers = {r.email_id for r, _ in opens}
+        unique_clickers = {r.email_id for r, _ in clicks}
+        unique_clicks = {(r.email_id, a.url) for r, a in clicks}
+        delivered = max(sent - hard - soft, 0)
+        return {
+            "id": self.id,
+            "campaign_title": self.title,
+            "type": "regular",
+            "list_id": self.list_id,
+            "subject_line": self.subject_line,
+            "emails_sent": sent,
+            "abuse_reports": 0,
+            "unsubscribed": sum(1 for r in self.recipients.values() if r.unsubscribed_at is not None),
+            "send_time": iso(self.send_time),
+            "bounces": {"hard_bounces": hard, "soft_bounces": soft, "syntax_errors": 0},
+            "opens": {
+                "opens_total": len(opens),
+                "unique_opens": len(unique_openers),
+                "open_rate": round(len(unique_openers) / delivered, 4) if delivered else 0,
+                "last_open": iso(max((a.timestamp for _, a in opens), default=None)),
+            },
+            "clicks": {
+                "clicks_total": len(clicks),
+                "unique_clicks": len(unique_clicks),
+                "unique_subscriber_clicks": len(unique_clickers),
+                "click_rate": round(len(unique_clickers) / delivered, 4) if delivered else 0,
+                "last_click": iso(max((a.timestamp for _, a in clicks), default=None)),
+            },
+            "_links": [],
+        }
+
+
+@dataclass
+class Account:
+    name: str
+    api_key: str
+    lists: dict[str, MailchimpList] = field(default_factory=dict)
+    campaigns: dict[str, Campaign] = field(default_factory=dict)
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def get_list(self, list_id: str) -> MailchimpList:
+        try:
+            return self.lists[list_id]
+        except KeyError:
+            raise MailchimpError(404, "Resource Not Found", "The requested resource could not be found.") from None
+
+    def get_campaign(self, campaign_id: str) -> Campaign:
+        try:
+            return self.campaigns[campaign_id]
+        except KeyError:
+            raise MailchimpError(404, "Resource Not Found", "The requested resource could not be found.") from None
+
+
+class MailchimpState:
+    """Every emulated account, keyed by API key. One lock serialises writes."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, Account] = {}
+        self.lock = threading.RLock()
+        self._ids = itertools.count(1)
+
+    def add_account(self, name: str, api_key: str) -> Account:
+        account = Account(name=name, api_key=api_key)
+        self.accounts[api_key] = account
+        return account
+
+    def account_named(self, name: str) -> Account:
+        for account in self.accounts.values():
+            if account.name == name:
+                return account
+        raise KeyError(name)
+
+    def next_id(self, prefix: str = "") -> str:
+        return f"{prefix}{next(self._ids):010x}"
+
+    def new_member(self, mailchimp_list: MailchimpList, email_address: str, status: str, **fields: Any) -> Member:
+        member_id = subscriber_hash(email_address)
+        member = Member(
+            id=member_id,
+            email_address=email_address.strip(),
+            status=status,
+            list_id=mailchimp_list.id,
+            unique_email_id=member_id[:10],
+            contact_id=hashlib.md5(("contact:" + member_id).encode()).hexdigest(),
+            **fields,
+        )
+        mailchimp_list.members[member_id] = member
+        mailchimp_list.forgotten.discard(member_id)
+        mailchimp_list.touch()
+        return member
