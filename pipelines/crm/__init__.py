@@ -120,7 +120,8 @@ def crm_source(url: str, crm: CrmConfig, run_id: str = "manual", chunk_size: int
             fields["crm_status_value"] = pa.string()
         schema = pa.schema(list(fields.items()))
         started_at = datetime.now(timezone.utc)
-        rows_read = rows_rejected = 0
+        rows_read = 0
+        rejected: list[dict[str, Any]] = []
         engine = sa.create_engine(url)
         try:
             table = _reflect(engine, entity, mapping)
@@ -135,7 +136,6 @@ def crm_source(url: str, crm: CrmConfig, run_id: str = "manual", chunk_size: int
                     if not chunk and rows_read:
                         break
                     data: dict[str, list[Any]] = {field: [] for field in fields}
-                    rejected: list[dict[str, Any]] = []
                     for row in chunk:
                         rows_read += 1
                         record = row._asdict()
@@ -159,22 +159,19 @@ def crm_source(url: str, crm: CrmConfig, run_id: str = "manual", chunk_size: int
                     if entity in EMAIL_COLUMNS:
                         arrow = with_email_key(arrow, EMAIL_COLUMNS[entity])
                     yield arrow
-                    if rejected:
-                        rows_rejected += len(rejected)
-                        yield _log_row(
-                            pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA),
-                            "rejected_rows",
-                            ("run_id", "entity", "row_key", "field"),
-                        )
         finally:
             engine.dispose()
+        # yielded even when empty, so the log table always exists
+        yield _log_row(
+            pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), "rejected_rows", ("run_id", "entity", "row_key", "field")
+        )
         record = {
             "run_id": run_id,
             "entity": entity,
             "started_at": started_at,
             "finished_at": datetime.now(timezone.utc),
             "rows_read": rows_read,
-            "rows_rejected": rows_rejected,
+            "rows_rejected": len(rejected),
         }
         yield _log_row(pa.Table.from_pylist([record], schema=EXTRACTION_SCHEMA), "extractions", ("run_id", "entity"))
 
