@@ -63,6 +63,13 @@ def extractions(config: MailbridgeConfig, *, full_refresh: bool, run_id: str) ->
         yield Extraction(esp_type, make_pipeline(config, esp_type, esp.dataset), source)
 
 
+def extraction_named(config: MailbridgeConfig, name: str, *, full_refresh: bool, run_id: str) -> Extraction:
+    for item in extractions(config, full_refresh=full_refresh, run_id=run_id):
+        if item.name == name:
+            return item
+    raise KeyError(f"no extraction named {name!r}")
+
+
 def run_extractions(config: MailbridgeConfig, *, full_refresh: bool, run_id: str) -> dict[str, LoadInfo]:
     """Run every extraction in turn (DuckDB takes one writer at a time)."""
     return {item.name: item.pipeline.run(item.source) for item in extractions(config, full_refresh=full_refresh, run_id=run_id)}

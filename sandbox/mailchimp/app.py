@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sandbox.faults import FaultInjector, FaultSettings, LoggedRequest, RequestLog
+from sandbox.mailchimp.loader import load_into_state
 from sandbox.mailchimp.state import (
     COMPLIANCE_STATES,
     WRITABLE_STATUSES,
@@ -30,6 +31,7 @@ from sandbox.mailchimp.state import (
     subscriber_hash,
     utcnow,
 )
+from sandbox.scenario import Scenario
 
 API_PREFIX = "/3.0"
 MAX_CONNECTIONS = 10
@@ -157,6 +159,11 @@ class MailchimpEmulator:
         for path, handler, methods in api:
             routes.append(Route(API_PREFIX + path, self._endpoint(handler), methods=methods))
         self.app = Starlette(routes=routes)
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario, faults: FaultSettings | None = None) -> MailchimpEmulator:
+        """An emulator holding every Mailchimp account of the scenario."""
+        return cls(load_into_state(scenario), faults)
 
     # -- plumbing -------------------------------------------------------------
 

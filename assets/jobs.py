@@ -1,0 +1,49 @@
+"""The sync jobs and their schedules (present, switched off by default)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.ingest import SyncConfig, ingest_op_names
+
+
+def sync_run_config(sync: SyncConfig, log_level: str | None = None) -> dg.RunConfig:
+    """Run config of a sync job: the same full/incremental choice for every extraction."""
+    loggers = {"console": {"config": {"log_level": log_level}}} if log_level else None
+    return dg.RunConfig(ops={op: sync for op in ingest_op_names()}, loggers=loggers)
+
+
+def _sync_job(name: str, full_refresh: bool, description: str) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        name,
+        selection=dg.AssetSelection.all(),
+        description=description,
+        config=sync_run_config(SyncConfig(full_refresh=full_refresh)),
+        # one process, one step at a time: DuckDB takes a single writer
+        executor_def=dg.in_process_executor,
+        tags={"mailbridge/sync": "full" if full_refresh else "incremental"},
+    )
+
+
+def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
+    return [
+        _sync_job("full_sync", True, "Re-read every member of every ESP list and the whole CRM, then reconcile."),
+        _sync_job("incremental_sync", False, "Read what changed since the last sync, then reconcile."),
+    ]
+
+
+def build_schedules() -> list[dg.ScheduleDefinition]:
+    return [
+        dg.ScheduleDefinition(
+            name="incremental_sync_every_30_minutes",
+            job_name="incremental_sync",
+            cron_schedule="*/30 * * * *",
+            default_status=dg.DefaultScheduleStatus.STOPPED,
+        ),
+        dg.ScheduleDefinition(
+            name="nightly_full_sync",
+            job_name="full_sync",
+            cron_schedule="0 2 * * *",
+            default_status=dg.DefaultScheduleStatus.STOPPED,
+        ),
+    ]

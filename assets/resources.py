@@ -1,0 +1,35 @@
+"""Dagster resources, configured from environment variables only."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from dagster import ConfigurableResource, EnvVar
+from dagster_dbt import DbtCliResource
+from dagster_dlt import DagsterDltResource
+
+from assets.project import DBT_PROJECT_DIR
+
+
+class WarehouseResource(ConfigurableResource):  # type: ignore[misc]
+    """The DuckDB warehouse file every asset writes to (one writer at a time)."""
+
+    path: str
+
+
+def dbt_executable() -> str:
+    """dbt beside this interpreter (the project's venv), else whatever is on PATH."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.is_file() else (shutil.which("dbt") or "dbt")
+
+
+def build_resources() -> dict[str, object]:
+    return {
+        "dlt": DagsterDltResource(),
+        "dbt": DbtCliResource(
+            project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable()
+        ),
+        "warehouse": WarehouseResource(path=EnvVar("MAILBRIDGE_WAREHOUSE")),
+    }

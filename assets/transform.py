@@ -1,0 +1,51 @@
+"""dbt assets: staging, intermediate and marts; dbt tests surface as asset checks."""
+
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+
+from assets.project import DBT_PROJECT_DIR, WAREHOUSE_POOL
+
+MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
+
+
+def ensure_manifest() -> Path:
+    """dbt's manifest, parsed now if this checkout has none yet."""
+    if not MANIFEST.is_file():
+        from dbt.cli.main import dbtRunner
+
+        result = dbtRunner().invoke(
+            ["parse", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR), "--quiet"]
+        )
+        if not result.success:
+            raise RuntimeError(f"dbt parse failed in {DBT_PROJECT_DIR}: {result.exception}")
+    return MANIFEST
+
+
+class LayeredDbtTranslator(DagsterDbtTranslator):  # type: ignore[misc]
+    """Asset keys name the layer: ["staging", "stg_..."], ["marts", "fct_..."]."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return super().get_asset_key(dbt_resource_props)
+        layer = dbt_resource_props["fqn"][1] if len(dbt_resource_props["fqn"]) > 2 else "models"
+        return dg.AssetKey([layer, dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        fqn = dbt_resource_props.get("fqn", [])
+        return fqn[1] if len(fqn) > 2 else "models"
+
+
+@dbt_assets(
+    manifest=ensure_manifest(),
+    dagster_dbt_translator=LayeredDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)),
+    pool=WAREHOUSE_POOL,
+)
+def mailbridge_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+    """`dbt build`: models and their tests, the run id passed through to the marts."""
+    yield from dbt.cli(["build", "--vars", json.dumps({"run_id": context.run_id})], context=context).stream()

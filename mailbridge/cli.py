@@ -1,0 +1,423 @@
+"""The `mailbridge` command: demo, sync, sandbox, status, ui, generate and load-crm."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlparse
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mailbridge.config import CONFIG_ENV, WAREHOUSE_ENV, ConfigError, MailbridgeConfig, load_config
+
+app = typer.Typer(
+    help="mailbridge keeps a CRM and its email service providers in step, into a DuckDB warehouse.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+# bound to the real streams now: runs redirect sys.stdout, where dbt's log lines go
+console = Console(file=sys.stdout)
+err = Console(file=sys.stderr)
+
+RESULT_ORDER = (
+    "in_sync",
+    "new_in_list",
+    "new_contact",
+    "not_in_esp",
+    "conflict",
+    "esp_newer",
+    "email_changed",
+    "blocked",
+    "invalid_email",
+    "aborted",
+)
+DEFAULT_SANDBOX_PORT = 8421
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Project config file (default: $MAILBRIDGE_CONFIG or ./mailbridge.yaml).")
+]
+
+
+class MailbridgeExit(Exception):
+    """A failure already explained to the user."""
+
+
+def _load(config_file: Path | None) -> MailbridgeConfig:
+    if config_file is not None:
+        os.environ[CONFIG_ENV] = str(config_file.resolve())
+    try:
+        config = load_config(config_file)
+    except ConfigError as error:
+        err.print(f"[red]Configuration error:[/red] {error}")
+        raise typer.Exit(2) from None
+    os.environ[CONFIG_ENV] = str(config.source_file)
+    os.environ[WAREHOUSE_ENV] = str(config.warehouse_path())
+    _quiet_libraries()
+    return config
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def dagster_home(config: MailbridgeConfig) -> Path:
+    """Dagster's instance (run history, schedules) beside the warehouse: what `mailbridge ui` shows."""
+    home = Path(os.environ.get("DAGSTER_HOME") or config.warehouse_path().parent / "dagster").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not settings.exists():
+        settings.write_text(
+            "# written by mailbridge: DuckDB takes one writer, so warehouse steps run one at a time\n"
+            "concurrency:\n  pools:\n    default_limit: 1\n"
+            "telemetry:\n  enabled: false\n",
+            "utf-8",
+        )
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def run_sync_job(config: MailbridgeConfig, *, full_refresh: bool) -> str:
+    """Run the full or incremental sync job through Dagster, recorded in the instance's history."""
+    dagster_home(config)
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    from assets.definitions import defs
+    from assets.ingest import SyncConfig
+    from assets.jobs import sync_run_config
+
+    job_name = "full_sync" if full_refresh else "incremental_sync"
+    job = defs.resolve_job_def(job_name)
+    instance = DagsterInstance.get()
+    log_dir = config.warehouse_path().parent / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / f"{job_name}-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    started = time.monotonic()
+    with (
+        console.status(f"[bold]Running {job_name}[/bold] (extract → dbt build)…"),
+        log_file.open("w", encoding="utf-8") as log,
+        contextlib.redirect_stdout(log),
+    ):
+        result = job.execute_in_process(
+            instance=instance,
+            run_config=sync_run_config(SyncConfig(full_refresh=full_refresh), log_level="WARNING"),
+            raise_on_error=False,
+            tags={"mailbridge/started_by": "cli"},
+        )
+    elapsed = time.monotonic() - started
+    run = instance.get_run_by_id(result.run_id)
+    if not result.success or run is None or run.status != DagsterRunStatus.SUCCESS:
+        err.print(f"[red]{job_name} failed[/red] (run {result.run_id}, {elapsed:.1f}s):")
+        for message in _failure_messages(result):
+            err.print(f"  {message}")
+        err.print(f"  dbt's output: {log_file}")
+        raise MailbridgeExit()
+    console.print(f"[green]✓[/green] {job_name} finished in {elapsed:.1f}s (Dagster run {result.run_id})")
+    return result.run_id
+
+
+def _failure_messages(result: Any) -> list[str]:
+    """The innermost cause of each failed step: the message a user can act on."""
+    messages = []
+    for event in result.all_events:
+        if event.event_type_value != "STEP_FAILURE":
+            continue
+        error = event.step_failure_data.error
+        while error.cause is not None:
+            error = error.cause
+        text = error.message.strip().splitlines()
+        messages.append(f"{event.step_key}: {text[-1] if text else error.cls_name}")
+    return messages or ["the run failed; open `mailbridge ui` for the full log"]
+
+
+def reconciliation_counts(config: MailbridgeConfig) -> dict[str, dict[str, int]]:
+    import duckdb
+
+    warehouse = config.warehouse_path()
+    if not warehouse.exists():
+        raise MailbridgeExit(f"no warehouse at {warehouse}: run `mailbridge sync --full` first")
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        rows = connection.execute(
+            "select list_link_id, result, count(*) from marts.fct_list_reconciliation group by all order by all"
+        ).fetchall()
+    counts: dict[str, dict[str, int]] = {link.id: {} for link in config.list_links}
+    for link_id, result, count in rows:
+        counts.setdefault(link_id, {})[result] = count
+    return counts
+
+
+def print_summary(counts: dict[str, dict[str, int]], expected: dict[str, dict[str, int]] | None = None) -> bool:
+    """A table of results (rows) per list link (columns); with `expected`, mark every count that differs."""
+    seen = {result for per_link in counts.values() for result in per_link}
+    if expected:
+        seen |= {result for per_link in expected.values() for result in per_link}
+    results = [result for result in RESULT_ORDER if result in seen] + sorted(seen - set(RESULT_ORDER))
+    table = Table(title="Reconciliation results per list link", header_style="bold")
+    table.add_column("result")
+    for link_id in counts:
+        table.add_column(link_id, justify="right")
+    matches = True
+    for result in results:
+        cells = []
+        for link_id, per_link in counts.items():
+            value = per_link.get(result, 0)
+            want = (expected or {}).get(link_id, {}).get(result, 0)
+            if expected is not None and value != want:
+                matches = False
+                cells.append(f"[red]{value:,} (expected {want:,})[/red]")
+            else:
+                cells.append(f"{value:,}")
+        table.add_row(result, *cells)
+    table.add_section()
+    table.add_row("total", *(f"{sum(per_link.values()):,}" for per_link in counts.values()))
+    console.print(table)
+    return matches
+
+
+@contextmanager
+def sandbox_process(scenario_dir: Path, port: int, timeout: float = 600) -> Iterator[str]:
+    """Start `mailbridge sandbox` as a child process and wait until it answers."""
+    import httpx
+
+    url = f"http://127.0.0.1:{port}"
+    try:
+        httpx.get(f"{url}/_sandbox/faults", timeout=0.5)
+    except httpx.TransportError:
+        pass
+    else:
+        raise MailbridgeExit(f"port {port} is already in use: stop what runs there, or pass --port")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailbridge.cli", "sandbox", "--scenario", str(scenario_dir), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        with console.status(f"Starting the sandbox ESPs on port {port}…"):
+            _wait_until_ready(process, url, deadline, timeout)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _wait_until_ready(process: subprocess.Popen[bytes], url: str, deadline: float, timeout: float) -> None:
+    import httpx
+
+    while True:
+        if process.poll() is not None:
+            raise MailbridgeExit(f"the sandbox exited with code {process.returncode}")
+        try:
+            httpx.get(f"{url}/_sandbox/faults", timeout=1.0).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise MailbridgeExit(f"the sandbox did not answer on {url} within {timeout:.0f}s") from None
+            time.sleep(0.2)
+
+
+def _sandbox_port(config: MailbridgeConfig) -> int:
+    for account in config.esp_accounts:
+        if account.base_url:
+            parsed = urlparse(account.base_url)
+            if parsed.hostname in ("127.0.0.1", "localhost") and parsed.port:
+                return parsed.port
+    return DEFAULT_SANDBOX_PORT
+
+
+@app.command()
+def demo(
+    contacts: Annotated[int, typer.Option(help="CRM contacts in the generated demo world.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed of the generator.")] = 42,
+    campaigns: Annotated[int, typer.Option(help="Sent campaigns per ESP list.")] = 2,
+    config_file: ConfigOption = None,
+) -> None:
+    """Generate the demo world, start the sandbox ESPs, run a full sync through Dagster, print the results."""
+    from sandbox.crm_db import write_crm
+    from sandbox.generator import generate_scenario
+    from sandbox.scenario import load_scenario
+
+    config = _load(config_file)
+    demo_dir = config.warehouse_path().parent / "demo"
+    scenario_dir = demo_dir / f"scenario-{contacts}-{seed}-{campaigns}"
+    started = time.monotonic()
+    if not (scenario_dir / "scenario.yaml").exists():
+        with console.status(f"Generating a demo world of {contacts:,} contacts…"):
+            generate_scenario(contacts=contacts, seed=seed, campaigns=campaigns).save(scenario_dir)
+    scenario = load_scenario(scenario_dir)
+    console.print(f"[green]✓[/green] demo world: {scenario.description} ({scenario_dir})")
+
+    with console.status("Writing the demo CRM…"):
+        url = config.crm.connection_url(config.base_dir)
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        write_crm(scenario.tables, url, config.crm)
+    console.print(f"[green]✓[/green] demo CRM written ({url})")
+
+    # a demo starts from an empty warehouse and fresh extraction state
+    warehouse = config.warehouse_path()
+    for stale in (warehouse, warehouse.with_suffix(".duckdb.wal"), warehouse.parent / "dlt"):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        elif stale.exists():
+            stale.unlink()
+    for account in scenario.accounts:
+        try:
+            os.environ[config.account(account.name).api_key_env] = account.api_key
+        except KeyError:
+            continue
+
+    port = _sandbox_port(config)
+    try:
+        with sandbox_process(scenario_dir, port) as url:
+            console.print(f"[green]✓[/green] sandbox ESPs at {url}")
+            sync_started = time.monotonic()
+            run_sync_job(config, full_refresh=True)
+            sync_seconds = time.monotonic() - sync_started
+    except MailbridgeExit as failure:
+        if failure.args:
+            err.print(f"[red]{failure.args[0]}[/red]")
+        raise typer.Exit(1) from None
+
+    matches = print_summary(reconciliation_counts(config), scenario.expected)
+    if matches:
+        console.print("[green]✓[/green] every count equals what the generator expected")
+    else:
+        err.print("[red]✗ the reconciliation differs from what the generator expected[/red]")
+    console.print(
+        f"Full sync of {contacts:,} contacts: {sync_seconds:.1f}s; demo total {time.monotonic() - started:.1f}s.\n"
+        f"Warehouse: {warehouse}  ·  Dagster UI: `make ui` (or `mailbridge ui`)"
+    )
+    if not matches:
+        raise typer.Exit(1)
+
+
+@app.command()
+def sync(
+    full: Annotated[bool, typer.Option("--full", help="Re-read everything and replace the members.")] = False,
+    incremental: Annotated[bool, typer.Option("--incremental", help="Read only what changed (default).")] = False,
+    config_file: ConfigOption = None,
+) -> None:
+    """Run a full or incremental sync through Dagster and print the results per list."""
+    if full and incremental:
+        err.print("[red]Choose one of --full and --incremental.[/red]")
+        raise typer.Exit(2)
+    config = _load(config_file)
+    try:
+        run_sync_job(config, full_refresh=full)
+        print_summary(reconciliation_counts(config))
+    except MailbridgeExit as failure:
+        if failure.args:
+            err.print(f"[red]{failure.args[0]}[/red]")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def status(config_file: ConfigOption = None) -> None:
+    """Print the latest reconciliation: counts per list and result."""
+    config = _load(config_file)
+    try:
+        print_summary(reconciliation_counts(config))
+    except MailbridgeExit as failure:
+        err.print(f"[red]{failure.args[0]}[/red]")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def sandbox(
+    scenario: Annotated[Path | None, typer.Option(help="Scenario file or folder to load.")] = None,
+    port: Annotated[int, typer.Option(help="Loopback port.")] = DEFAULT_SANDBOX_PORT,
+) -> None:
+    """Serve the sandbox ESPs (stateful API emulators) on 127.0.0.1 until stopped."""
+    from sandbox.runtime import build_sandbox
+    from sandbox.scenario import Scenario, load_scenario
+    from sandbox.server import serve_forever
+
+    if scenario is not None:
+        world = load_scenario(scenario)
+    else:
+        from sandbox.generator import ACCOUNTS, LINKS, REFERENCE_TIME
+
+        world = Scenario("empty", REFERENCE_TIME, list(ACCOUNTS), list(LINKS), tables=_empty_tables())
+    served = build_sandbox(world)
+    keys = ", ".join(f"{account.name}={account.api_key}" for account in world.accounts)
+    err.print(f"sandbox: {world.name} on http://127.0.0.1:{port} (sandbox keys: {keys})")
+    serve_forever(served.app, port)
+
+
+def _empty_tables() -> dict[str, Any]:
+    import polars as pl
+
+    from sandbox.scenario import TABLE_SCHEMAS
+
+    return {name: pl.DataFrame(schema=schema) for name, schema in TABLE_SCHEMAS.items()}
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Folder to write the scenario to.")],
+    contacts: Annotated[int, typer.Option(help="CRM contacts.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    campaigns: Annotated[int, typer.Option(help="Sent campaigns per ESP list.")] = 2,
+) -> None:
+    """Generate a scenario folder (Parquet tables + scenario.yaml with the expected counts)."""
+    from sandbox.generator import generate_scenario
+
+    with console.status(f"Generating {contacts:,} contacts…"):
+        scenario = generate_scenario(contacts=contacts, seed=seed, campaigns=campaigns)
+        scenario.save(out)
+    console.print(f"[green]✓[/green] {scenario.description} → {out}")
+
+
+@app.command("load-crm")
+def load_crm(
+    scenario: Annotated[Path, typer.Argument(help="Scenario file or folder.")],
+    config_file: ConfigOption = None,
+) -> None:
+    """Write a scenario's CRM side into the configured CRM database (its tables are replaced)."""
+    from sandbox.crm_db import write_crm
+    from sandbox.scenario import load_scenario
+
+    config = _load(config_file)
+    world = load_scenario(scenario)
+    url = config.crm.connection_url(config.base_dir)
+    with console.status("Writing the CRM tables…"):
+        write_crm(world.tables, url, config.crm)
+    console.print(f"[green]✓[/green] {world.table('crm_contacts').height:,} contacts written")
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000,
+    config_file: ConfigOption = None,
+) -> None:
+    """Start the Dagster UI (dagster dev) on this project; runs of `demo` and `sync` show in its history."""
+    config = _load(config_file)
+    dagster_home(config)
+    from assets.project import REPO_ROOT
+
+    executable = Path(sys.executable).parent / "dagster"
+    command = [str(executable) if executable.exists() else "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml")]
+    console.print(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    raise typer.Exit(subprocess.call([*command, "-p", str(port)], cwd=REPO_ROOT))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,427 @@
+"""Generate large, realistic demo scenarios with known drift, and the results they must reconcile to.
+
+Every contact-list membership is drawn into one *case* (both subscribed, ESP opt-out newer,
+name differs, ...). The case decides what both worlds hold and which reconciliation result
+the warehouse must compute for it; `expected` counts those per list link. The mapping from
+case to result is `CASE_RESULTS`, kept beside the rules in DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import random
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import idna
+import polars as pl
+
+from sandbox.scenario import TABLE_SCHEMAS, EspAccountSpec, EspListSpec, LinkSpec, Scenario
+
+REFERENCE_TIME = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+ACCOUNTS = (
+    EspAccountSpec(
+        name="brand_main",
+        type="mailchimp",
+        api_key="sandbox0brandmain00000000000000-us1",
+        lists=(EspListSpec("nl0001", "Newsletter"), EspListSpec("pn0001", "Produkt-News")),
+    ),
+    EspAccountSpec(
+        name="brand_shop",
+        type="mailchimp",
+        api_key="sandbox0brandshop00000000000000-us1",
+        lists=(EspListSpec("sh0001", "Shop-Newsletter"),),
+    ),
+)
+LINKS = (
+    LinkSpec("newsletter_main", "NL", "brand_main", "nl0001"),
+    LinkSpec("product_news_main", "PN", "brand_main", "pn0001"),
+    LinkSpec("shop_news", "SH", "brand_shop", "sh0001"),
+)
+CRM_LISTS = (("NL", "Newsletter"), ("PN", "Produkt-News"), ("SH", "Shop-Newsletter"), ("VIP", "VIP-Kunden (nicht verknüpft)"))
+LINK_SHARE = {"newsletter_main": 0.7, "product_news_main": 0.3, "shop_news": 0.25}
+
+# membership cases: weight, and the result the reconciliation must give
+CASE_WEIGHTS: dict[str, float] = {
+    "both_subscribed": 0.66,
+    "both_unsubscribed": 0.05,
+    "esp_optout_newer": 0.04,
+    "crm_optout_newer": 0.03,
+    "crm_resubscribe_newer": 0.01,
+    "esp_resubscribe_newer": 0.01,
+    "name_differs": 0.03,
+    "salutation_differs": 0.01,
+    "crm_only_subscribed": 0.04,
+    "crm_only_unsubscribed": 0.01,
+    "esp_only_known_contact": 0.02,
+    "hard_bounce": 0.01,
+    "soft_bounce": 0.02,
+    "pending_doi": 0.01,
+    "mixed_case": 0.03,
+    "idn_domain": 0.02,
+}
+CASE_RESULTS: dict[str, str] = {
+    "both_subscribed": "in_sync",
+    "both_unsubscribed": "in_sync",
+    "esp_optout_newer": "conflict",
+    "crm_optout_newer": "conflict",
+    "crm_resubscribe_newer": "conflict",
+    "esp_resubscribe_newer": "conflict",
+    "name_differs": "conflict",
+    "salutation_differs": "conflict",
+    "crm_only_subscribed": "not_in_esp",
+    "crm_only_unsubscribed": "in_sync",
+    "esp_only_known_contact": "new_in_list",
+    "hard_bounce": "conflict",
+    "soft_bounce": "in_sync",
+    "pending_doi": "conflict",
+    "mixed_case": "in_sync",
+    "idn_domain": "in_sync",
+    # contact-level drift
+    "blocklisted": "blocked",
+    "invalid_email": "invalid_email",
+    "esp_only_signup": "new_contact",
+}
+# contact-level drift rates
+RATE_BLOCKLISTED = 0.005
+RATE_INVALID = 0.005
+RATE_DUPLICATE = 0.01
+RATE_EMAIL_CHANGED = 0.01
+RATE_ESP_ONLY_SIGNUP = 0.03
+
+FIRST_NAMES = (
+    "Anna", "Bernd", "Claudia", "Dieter", "Elke", "Frank", "Gabi", "Heinz", "Ines", "Jürgen", "Katrin", "Lukas",
+    "Maria", "Nils", "Olga", "Peter", "Renate", "Stefan", "Tanja", "Uwe", "Vera", "Wolfgang", "Yvonne", "Zoe",
+    "Jörg", "Sören", "Büşra", "Łukasz", "Émile", "Ana",
+)
+LAST_NAMES = (
+    "Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker", "Schulz", "Hoffmann",
+    "Schäfer", "Koch", "Bauer", "Richter", "Klein", "Wolf", "Schröder", "Neumann", "Schwarz", "Zimmermann",
+    "Braun", "Krüger", "Hofmann", "Hartmann", "Lange", "Weiß", "Yılmaz", "Nowak", "Öztürk", "Groß",
+)
+DOMAINS = ("beispiel.de", "mail-firma.de", "posteo.example.org", "kunde.at", "web-shop.ch", "online.de")
+IDN_DOMAINS = ("müller-bau.de", "bäckerei-köhler.de", "straße-café.at")
+INVALID_ADDRESSES = (
+    "{local}@@{domain}",
+    "{local} at {domain}",
+    "{local}@{domain}.",
+    "{local}",
+    "{local}..x@{domain}",
+    "@{domain}",
+)
+SALUTATIONS = ("Frau", "Herr", "Divers")
+CRM_USERS = ("crm:j.weber", "crm:a.klein", "crm:import", "web:anmeldeformular", "telefon:service")
+
+
+def ascii_fold(text: str) -> str:
+    replaced = text.replace("ä", "ae").replace("ö", "oe").replace("ü", "ue").replace("ß", "ss")
+    replaced = replaced.replace("Ä", "Ae").replace("Ö", "Oe").replace("Ü", "Ue")
+    return unicodedata.normalize("NFKD", replaced).encode("ascii", "ignore").decode("ascii")
+
+
+@dataclass
+class Person:
+    contact_id: int
+    first_name: str
+    last_name: str
+    salutation: str
+    crm_email: str
+    esp_email: str
+
+
+class Columns:
+    """Column-wise accumulation of one scenario table (fast at a million rows)."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.data: dict[str, list[Any]] = {column: [] for column in TABLE_SCHEMAS[table]}
+
+    def add(self, **row: Any) -> None:
+        for column, values in self.data.items():
+            values.append(row.get(column))
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(self.data, schema=TABLE_SCHEMAS[self.table])
+
+
+def generate_scenario(contacts: int = 10_000, seed: int = 42, campaigns: int = 2) -> Scenario:
+    """A demo world of `contacts` CRM contacts with known drift and its expected counts."""
+    if contacts < 1:
+        raise ValueError("contacts must be at least 1")
+    rng = random.Random(seed)
+    ref = REFERENCE_TIME
+    tables = {name: Columns(name) for name in TABLE_SCHEMAS}
+    expected: dict[str, Counter[str]] = {link.id: Counter() for link in LINKS}
+    esp_list_of = {link.id: (link.esp_account, link.esp_list_id) for link in LINKS}
+    soft_bouncers: set[str] = set()
+
+    def moment(max_days_back: int = 1000, min_days_back: int = 30) -> datetime:
+        seconds = rng.randint(min_days_back * 86400, max_days_back * 86400)
+        return ref - timedelta(seconds=seconds)
+
+    def later(base: datetime, min_days: int = 2, max_days: int = 20) -> datetime:
+        return base + timedelta(seconds=rng.randint(min_days * 86400, max_days * 86400))
+
+    def add_crm_assignment(contact_id: int, list_id: str, status: str, at: datetime) -> None:
+        tables["crm_assignments"].add(
+            contact_id=contact_id,
+            list_id=list_id,
+            status=status,
+            status_changed_at=at,
+            status_set_by=rng.choice(CRM_USERS),
+            task=None,
+        )
+
+    def add_esp_member(link_id: str, person: Person, status: str, at: datetime, **overrides: Any) -> None:
+        account, list_id = esp_list_of[link_id]
+        email = overrides.pop("email", person.esp_email)
+        signup = at - timedelta(days=rng.randint(0, 400))
+        tables["esp_members"].add(
+            account=account,
+            list_id=list_id,
+            email=email,
+            status=status,
+            last_changed=at,
+            first_name=overrides.get("first_name", person.first_name),
+            last_name=overrides.get("last_name", person.last_name),
+            salutation=overrides.get("salutation", person.salutation),
+            timestamp_signup=signup,
+            timestamp_opt=signup + timedelta(minutes=rng.randint(1, 600)) if status != "pending" else None,
+            ip_opt=f"192.0.2.{rng.randint(1, 254)}",
+            unsubscribe_reason="N/A (Unsubscribed via campaign link)" if status == "unsubscribed" else None,
+        )
+
+    def person(contact_id: int) -> Person:
+        first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+        local = f"{ascii_fold(first)}.{ascii_fold(last)}.{contact_id}".lower()
+        email = f"{local}@{rng.choice(DOMAINS)}"
+        return Person(contact_id, first, last, rng.choice(SALUTATIONS), email, email)
+
+    case_names = list(CASE_WEIGHTS)
+    case_weights = list(CASE_WEIGHTS.values())
+    next_contact_id = contacts + 1
+
+    for contact_id in range(1, contacts + 1):
+        p = person(contact_id)
+        roll = rng.random()
+        contact_case = None
+        if roll < RATE_INVALID:
+            contact_case = "invalid_email"
+            local = p.crm_email.split("@")[0]
+            p.crm_email = rng.choice(INVALID_ADDRESSES).format(local=local, domain=p.crm_email.split("@")[1])
+        elif roll < RATE_INVALID + RATE_BLOCKLISTED:
+            contact_case = "blocklisted"
+        elif roll < RATE_INVALID + RATE_BLOCKLISTED + RATE_EMAIL_CHANGED:
+            contact_case = "email_changed"
+        links = [link for link in LINKS if rng.random() < LINK_SHARE[link.id]]
+        if not links and contact_case is None and rng.random() < 0.5:
+            links = [LINKS[0]]
+        modified = moment()
+        if contact_case == "email_changed":
+            old_email = p.esp_email
+            p.crm_email = f"{p.crm_email.split('@')[0]}.neu@{rng.choice(DOMAINS)}"
+            changed_at = moment(25, 3)
+            tables["crm_email_history"].add(contact_id=contact_id, email=old_email, valid_from=moment(), valid_to=changed_at)
+            modified = changed_at
+        cases_of_contact: dict[str, str] = {}
+        for link in links:
+            if contact_case in ("invalid_email", "blocklisted", "email_changed"):
+                case = contact_case
+            else:
+                case = case_names[rng.choices(range(len(case_names)), case_weights)[0]]
+            cases_of_contact[link.id] = case
+        if any(case == "mixed_case" for case in cases_of_contact.values()):
+            local, _, domain = p.crm_email.partition("@")
+            p.crm_email = f"{local.title()}@{domain.upper()}"
+        if any(case == "idn_domain" for case in cases_of_contact.values()):
+            unicode_domain = rng.choice(IDN_DOMAINS)
+            ascii_domain = idna.encode(unicode_domain, uts46=True).decode("ascii")
+            local = p.crm_email.split("@")[0]
+            p.crm_email = f"{local}@{unicode_domain}"
+            p.esp_email = f"{local}@{ascii_domain}" if rng.random() < 0.5 else p.crm_email
+        tables["crm_contacts"].add(
+            contact_id=contact_id,
+            email=p.crm_email,
+            first_name=p.first_name,
+            last_name=p.last_name,
+            salutation=p.salutation,
+            modified_at=modified,
+        )
+        if contact_case == "blocklisted":
+            tables["crm_blocklist"].add(email=p.crm_email.upper(), blocked_at=moment(60, 1), reason="Widerspruch per Telefon")
+        first_case = cases_of_contact.get(links[0].id) if links else None
+        if first_case in ("both_subscribed", "soft_bounce") and rng.random() < RATE_DUPLICATE:
+            # a second CRM record of the same person: lowest contact id speaks for the address
+            duplicate_id = next_contact_id
+            next_contact_id += 1
+            tables["crm_contacts"].add(
+                contact_id=duplicate_id,
+                email=p.crm_email.upper(),
+                first_name=p.first_name,
+                last_name=p.last_name,
+                salutation=p.salutation,
+                modified_at=moment(),
+            )
+            tables["crm_assignments"].add(
+                contact_id=duplicate_id,
+                list_id=links[0].crm_list_id,
+                status="subscribed",
+                status_changed_at=moment(),
+                status_set_by="crm:import",
+                task=None,
+            )
+        if rng.random() < 0.05:
+            add_crm_assignment(contact_id, "VIP", "subscribed", moment())
+
+        for link in links:
+            case = cases_of_contact[link.id]
+            base = moment(1000, 40)
+            crm_list = link.crm_list_id
+            if case in ("both_subscribed", "mixed_case", "idn_domain", "soft_bounce"):
+                add_crm_assignment(contact_id, crm_list, "subscribed", base)
+                add_esp_member(link.id, p, "subscribed", base)
+                if case == "soft_bounce":
+                    soft_bouncers.add(p.esp_email)
+            elif case == "both_unsubscribed":
+                add_crm_assignment(contact_id, crm_list, "unsubscribed", base)
+                add_esp_member(link.id, p, "unsubscribed", later(base))
+            elif case == "esp_optout_newer":
+                add_crm_assignment(contact_id, crm_list, "subscribed", base)
+                add_esp_member(link.id, p, "unsubscribed", ref - timedelta(days=3, seconds=rng.randint(0, 86400)))
+            elif case == "crm_optout_newer":
+                add_crm_assignment(contact_id, crm_list, "unsubscribed", later(base))
+                add_esp_member(link.id, p, "subscribed", base)
+            elif case == "crm_resubscribe_newer":
+                add_crm_assignment(contact_id, crm_list, "subscribed", later(base))
+                add_esp_member(link.id, p, "unsubscribed", base)
+            elif case == "esp_resubscribe_newer":
+                add_crm_assignment(contact_id, crm_list, "unsubscribed", base)
+                add_esp_member(link.id, p, "subscribed", later(base))
+            elif case == "name_differs":
+                add_crm_assignment(contact_id, crm_list, "subscribed", base)
+                add_esp_member(link.id, p, "subscribed", base, first_name=p.first_name[:1] + ".")
+            elif case == "salutation_differs":
+                add_crm_assignment(contact_id, crm_list, "subscribed", base)
+                other = rng.choice([s for s in SALUTATIONS if s != p.salutation])
+                add_esp_member(link.id, p, "subscribed", base, salutation=other)
+            elif case in ("crm_only_subscribed", "invalid_email"):
+                add_crm_assignment(contact_id, crm_list, "subscribed", base)
+            elif case == "crm_only_unsubscribed":
+                add_crm_assignment(contact_id, crm_list, "unsubscribed", base)
+            elif case == "esp_only_known_contact":
+                add_esp_member(link.id, p, "subscribed", base)
+            elif case == "hard_bounce":
+                add_crm_assignment(contact_id, crm_list, "subscribed", base)
+                add_esp_member(link.id, p, "cleaned", ref - timedelta(days=19, hours=rng.randint(1, 20)))
+            elif case == "pending_doi":
+                add_crm_assignment(contact_id, crm_list, "subscribed", ref - timedelta(days=rng.randint(1, 30)))
+                add_esp_member(link.id, p, "pending", ref - timedelta(days=rng.randint(1, 30)))
+            elif case == "blocklisted":
+                add_crm_assignment(contact_id, crm_list, "subscribed", base)
+                add_esp_member(link.id, p, "subscribed", base)
+            elif case == "email_changed":
+                # the old address is at the ESP, the CRM holds the new one: today a new_contact
+                # (old address) plus a not_in_esp (new address)
+                add_crm_assignment(contact_id, crm_list, "subscribed", base)
+                add_esp_member(link.id, p, "subscribed", base)
+                expected[link.id]["new_contact"] += 1
+                expected[link.id]["not_in_esp"] += 1
+                continue
+            expected[link.id][CASE_RESULTS[case]] += 1
+
+    # people who signed up at the ESP and are unknown to the CRM
+    for index in range(int(contacts * RATE_ESP_ONLY_SIGNUP)):
+        link = rng.choice(LINKS)
+        p = person(10_000_000 + index)
+        add_esp_member(link.id, p, "subscribed", moment(200, 2))
+        expected[link.id]["new_contact"] += 1
+
+    members = tables["esp_members"].frame()
+    _add_campaigns(tables, members, rng, campaigns, soft_bouncers)
+
+    crm_lists = Columns("crm_lists")
+    for list_id, name in CRM_LISTS:
+        crm_lists.add(list_id=list_id, name=name)
+    frames = {name: columns.frame() for name, columns in tables.items()}
+    frames["crm_lists"] = crm_lists.frame()
+    frames["esp_members"] = members
+    return Scenario(
+        name=f"demo-{contacts}",
+        description=f"Generated demo world: {contacts} CRM contacts, seed {seed}.",
+        reference_time=ref,
+        accounts=list(ACCOUNTS),
+        links=list(LINKS),
+        tables=frames,
+        expected={link: dict(sorted(counts.items())) for link, counts in expected.items()},
+    )
+
+
+def _add_campaigns(
+    tables: dict[str, Columns], members: pl.DataFrame, rng: random.Random, campaigns: int, soft_bouncers: set[str]
+) -> None:
+    """Sent campaigns per ESP list, with recipients and their opens, clicks and bounces."""
+    ref = REFERENCE_TIME
+    for account in ACCOUNTS:
+        for esp_list in account.lists:
+            in_list = members.filter((pl.col("account") == account.name) & (pl.col("list_id") == esp_list.id))
+            for number in range(campaigns):
+                send_time = ref - timedelta(days=20 - number * (15 // max(campaigns - 1, 1)))
+                campaign_id = f"{esp_list.id}c{number + 1:02d}"
+                tables["esp_campaigns"].add(
+                    account=account.name,
+                    campaign_id=campaign_id,
+                    list_id=esp_list.id,
+                    title=f"{esp_list.name} {number + 1}",
+                    subject_line=f"Neuigkeiten aus dem {esp_list.name}",
+                    status="sent",
+                    send_time=send_time,
+                )
+                for row in in_list.iter_rows(named=True):
+                    status, changed = row["status"], row["last_changed"]
+                    was_subscribed = status == "subscribed" or (
+                        status in ("unsubscribed", "cleaned") and changed > send_time
+                    )
+                    if not was_subscribed or row["timestamp_signup"] > send_time:
+                        continue
+                    delivery = "sent"
+                    if status == "cleaned" and number == 0:
+                        delivery = "hard"
+                    elif row["email"] in soft_bouncers and number == campaigns - 1:
+                        delivery = "soft"
+                    unsubscribed_at = None
+                    if status == "unsubscribed" and number == campaigns - 1 and changed > send_time:
+                        unsubscribed_at = changed
+                    tables["esp_recipients"].add(
+                        account=account.name,
+                        campaign_id=campaign_id,
+                        email=row["email"],
+                        status=delivery,
+                        unsubscribed_at=unsubscribed_at,
+                    )
+                    if delivery != "sent":
+                        tables["esp_activity"].add(
+                            account=account.name,
+                            campaign_id=campaign_id,
+                            email=row["email"],
+                            action="bounce",
+                            timestamp=send_time + timedelta(minutes=5),
+                            bounce_type=delivery,
+                        )
+                        continue
+                    if rng.random() < 0.35:
+                        opened = send_time + timedelta(minutes=rng.randint(5, 4000))
+                        tables["esp_activity"].add(
+                            account=account.name, campaign_id=campaign_id, email=row["email"], action="open", timestamp=opened
+                        )
+                        if rng.random() < 0.25:
+                            tables["esp_activity"].add(
+                                account=account.name,
+                                campaign_id=campaign_id,
+                                email=row["email"],
+                                action="click",
+                                timestamp=opened + timedelta(seconds=rng.randint(5, 300)),
+                                url=f"https://{account.name.replace('_', '-')}.example.com/angebot/{number + 1}",
+                            )
