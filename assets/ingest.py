@@ -1,6 +1,5 @@
 """dlt assets: the raw layer, one multi-asset per source (settings, CRM, each ESP type)."""
 
-
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,4 +59,3 @@ def build_ingest_assets() -> list[dg.AssetsDefinition]:
 
 def ingest_op_names() -> list[str]:
     return [f"raw_{item.name}" for item in extractions(project_config(), full_refresh=False, run_id="definitions")]
-

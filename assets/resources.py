@@ -13,7 +13,7 @@ from dagster_dlt import DagsterDltResource
 from assets.project import DBT_PROJECT_DIR
 
 
-class WarehouseResource(ConfigurableResource):  # type: ignore[misc]
+class WarehouseResource(ConfigurableResource):  # type: ignore[misc,type-arg]
     """The DuckDB warehouse file every asset writes to (one writer at a time)."""
 
     path: str

@@ -1,6 +1,5 @@
 """dbt assets: staging, intermediate and marts; dbt tests surface as asset checks."""
 
-
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path

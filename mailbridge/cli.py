@@ -44,7 +44,8 @@ RESULT_ORDER = (
 DEFAULT_SANDBOX_PORT = 8421
 
 ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="Project config file (default: $MAILBRIDGE_CONFIG or ./mailbridge.yaml).")
+    Path | None,
+    typer.Option("--config", "-c", help="Project config file (default: $MAILBRIDGE_CONFIG or ./mailbridge.yaml)."),
 ]
 
 

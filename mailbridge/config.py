@@ -212,8 +212,7 @@ def load_config(path: str | Path | None = None) -> MailbridgeConfig:
     file = config_path(path).resolve()
     if not file.is_file():
         raise ConfigError(
-            f"{file}: no such config file. Create it (see README.md, 'Configuration') "
-            f"or point {CONFIG_ENV} at it."
+            f"{file}: no such config file. Create it (see README.md, 'Configuration') or point {CONFIG_ENV} at it."
         )
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))

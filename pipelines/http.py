@@ -30,7 +30,7 @@ class RetryPolicy:
         """Retry-After when the server sent one (capped), else exponential backoff with jitter."""
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after_seconds)
-        base = min(self.backoff_seconds * (2**attempt), self.max_backoff_seconds)
+        base: float = min(self.backoff_seconds * (2**attempt), self.max_backoff_seconds)
         return base * (0.5 + random.random() / 2)
 
 

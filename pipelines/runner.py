@@ -72,4 +72,7 @@ def extraction_named(config: MailbridgeConfig, name: str, *, full_refresh: bool,
 
 def run_extractions(config: MailbridgeConfig, *, full_refresh: bool, run_id: str) -> dict[str, LoadInfo]:
     """Run every extraction in turn (DuckDB takes one writer at a time)."""
-    return {item.name: item.pipeline.run(item.source) for item in extractions(config, full_refresh=full_refresh, run_id=run_id)}
+    return {
+        item.name: item.pipeline.run(item.source)
+        for item in extractions(config, full_refresh=full_refresh, run_id=run_id)
+    }

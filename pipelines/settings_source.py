@@ -32,7 +32,10 @@ def settings_source(config: MailbridgeConfig) -> Iterator[DltResource]:
     )
     policy = config.policy.model_dump()
     yield dlt.resource(
-        [pa.Table.from_pylist(links, schema=link_schema)], name="list_links", primary_key="id", write_disposition="replace"
+        [pa.Table.from_pylist(links, schema=link_schema)],
+        name="list_links",
+        primary_key="id",
+        write_disposition="replace",
     )
     yield dlt.resource(
         [pa.Table.from_pylist(accounts, schema=account_schema)],

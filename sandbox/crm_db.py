@@ -7,7 +7,7 @@ so the CRM source is always read through the mapping a user would configure.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -79,7 +79,7 @@ def crm_tables(crm: CrmConfig, metadata: sa.MetaData) -> dict[str, sa.Table]:
 
 def _naive_utc(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 

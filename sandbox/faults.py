@@ -105,9 +105,7 @@ class RequestLog:
             return list(self.entries)
 
     def as_json(self) -> list[dict[str, Any]]:
-        return [
-            {key: value for key, value in asdict(entry).items()} for entry in self.snapshot()
-        ]
+        return [{key: value for key, value in asdict(entry).items()} for entry in self.snapshot()]
 
 
 def monotonic() -> float:

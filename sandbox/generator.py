@@ -12,7 +12,7 @@ import random
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import idna
@@ -20,7 +20,7 @@ import polars as pl
 
 from sandbox.scenario import TABLE_SCHEMAS, EspAccountSpec, EspListSpec, LinkSpec, Scenario
 
-REFERENCE_TIME = datetime(2026, 11, 1, tzinfo=timezone.utc)
+REFERENCE_TIME = datetime(2026, 11, 1, tzinfo=UTC)
 
 ACCOUNTS = (
     EspAccountSpec(
@@ -41,7 +41,12 @@ LINKS = (
     LinkSpec("product_news_main", "PN", "brand_main", "pn0001"),
     LinkSpec("shop_news", "SH", "brand_shop", "sh0001"),
 )
-CRM_LISTS = (("NL", "Newsletter"), ("PN", "Produkt-News"), ("SH", "Shop-Newsletter"), ("VIP", "VIP-Kunden (nicht verknüpft)"))
+CRM_LISTS = (
+    ("NL", "Newsletter"),
+    ("PN", "Produkt-News"),
+    ("SH", "Shop-Newsletter"),
+    ("VIP", "VIP-Kunden (nicht verknüpft)"),
+)
 LINK_SHARE = {"newsletter_main": 0.7, "product_news_main": 0.3, "shop_news": 0.25}
 
 # membership cases: weight, and the result the reconciliation must give
@@ -93,14 +98,68 @@ RATE_EMAIL_CHANGED = 0.01
 RATE_ESP_ONLY_SIGNUP = 0.03
 
 FIRST_NAMES = (
-    "Anna", "Bernd", "Claudia", "Dieter", "Elke", "Frank", "Gabi", "Heinz", "Ines", "Jürgen", "Katrin", "Lukas",
-    "Maria", "Nils", "Olga", "Peter", "Renate", "Stefan", "Tanja", "Uwe", "Vera", "Wolfgang", "Yvonne", "Zoe",
-    "Jörg", "Sören", "Büşra", "Łukasz", "Émile", "Ana",
+    "Anna",
+    "Bernd",
+    "Claudia",
+    "Dieter",
+    "Elke",
+    "Frank",
+    "Gabi",
+    "Heinz",
+    "Ines",
+    "Jürgen",
+    "Katrin",
+    "Lukas",
+    "Maria",
+    "Nils",
+    "Olga",
+    "Peter",
+    "Renate",
+    "Stefan",
+    "Tanja",
+    "Uwe",
+    "Vera",
+    "Wolfgang",
+    "Yvonne",
+    "Zoe",
+    "Jörg",
+    "Sören",
+    "Büşra",
+    "Łukasz",
+    "Émile",
+    "Ana",
 )
 LAST_NAMES = (
-    "Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker", "Schulz", "Hoffmann",
-    "Schäfer", "Koch", "Bauer", "Richter", "Klein", "Wolf", "Schröder", "Neumann", "Schwarz", "Zimmermann",
-    "Braun", "Krüger", "Hofmann", "Hartmann", "Lange", "Weiß", "Yılmaz", "Nowak", "Öztürk", "Groß",
+    "Müller",
+    "Schmidt",
+    "Schneider",
+    "Fischer",
+    "Weber",
+    "Meyer",
+    "Wagner",
+    "Becker",
+    "Schulz",
+    "Hoffmann",
+    "Schäfer",
+    "Koch",
+    "Bauer",
+    "Richter",
+    "Klein",
+    "Wolf",
+    "Schröder",
+    "Neumann",
+    "Schwarz",
+    "Zimmermann",
+    "Braun",
+    "Krüger",
+    "Hofmann",
+    "Hartmann",
+    "Lange",
+    "Weiß",
+    "Yılmaz",
+    "Nowak",
+    "Öztürk",
+    "Groß",
 )
 DOMAINS = ("beispiel.de", "mail-firma.de", "posteo.example.org", "kunde.at", "web-shop.ch", "online.de")
 IDN_DOMAINS = ("müller-bau.de", "bäckerei-köhler.de", "straße-café.at")
@@ -224,7 +283,9 @@ def generate_scenario(contacts: int = 10_000, seed: int = 42, campaigns: int = 2
             old_email = p.esp_email
             p.crm_email = f"{p.crm_email.split('@')[0]}.neu@{rng.choice(DOMAINS)}"
             changed_at = moment(25, 3)
-            tables["crm_email_history"].add(contact_id=contact_id, email=old_email, valid_from=moment(), valid_to=changed_at)
+            tables["crm_email_history"].add(
+                contact_id=contact_id, email=old_email, valid_from=moment(), valid_to=changed_at
+            )
             modified = changed_at
         cases_of_contact: dict[str, str] = {}
         for link in links:
@@ -251,7 +312,9 @@ def generate_scenario(contacts: int = 10_000, seed: int = 42, campaigns: int = 2
             modified_at=modified,
         )
         if contact_case == "blocklisted":
-            tables["crm_blocklist"].add(email=p.crm_email.upper(), blocked_at=moment(60, 1), reason="Widerspruch per Telefon")
+            tables["crm_blocklist"].add(
+                email=p.crm_email.upper(), blocked_at=moment(60, 1), reason="Widerspruch per Telefon"
+            )
         first_case = cases_of_contact.get(links[0].id) if links else None
         if first_case in ("both_subscribed", "soft_bounce") and rng.random() < RATE_DUPLICATE:
             # a second CRM record of the same person: lowest contact id speaks for the address
@@ -414,7 +477,11 @@ def _add_campaigns(
                     if rng.random() < 0.35:
                         opened = send_time + timedelta(minutes=rng.randint(5, 4000))
                         tables["esp_activity"].add(
-                            account=account.name, campaign_id=campaign_id, email=row["email"], action="open", timestamp=opened
+                            account=account.name,
+                            campaign_id=campaign_id,
+                            email=row["email"],
+                            action="open",
+                            timestamp=opened,
                         )
                         if rng.random() < 0.25:
                             tables["esp_activity"].add(

@@ -8,7 +8,7 @@ load into the same `Scenario`. The format is documented in sandbox/SCENARIOS.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +193,7 @@ def _cell(value: Any, dtype: Any) -> Any:
         if isinstance(value, str):
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         if isinstance(value, datetime) and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
     if dtype == pl.Utf8:
         return str(value)
@@ -244,9 +244,7 @@ def load_scenario(path: str | Path) -> Scenario:
         tables = {}
         for name, schema in TABLE_SCHEMAS.items():
             table_file = raw["tables"].get(name)
-            tables[name] = (
-                pl.read_parquet(file.parent / table_file) if table_file else pl.DataFrame(schema=schema)
-            )
+            tables[name] = pl.read_parquet(file.parent / table_file) if table_file else pl.DataFrame(schema=schema)
     else:
         tables = _inline_tables(raw, str(file))
     try:
@@ -255,7 +253,9 @@ def load_scenario(path: str | Path) -> Scenario:
                 name=account["name"],
                 type=account.get("type", "mailchimp"),
                 api_key=account["api_key"],
-                lists=tuple(EspListSpec(str(item["id"]), item.get("name", str(item["id"]))) for item in account["lists"]),
+                lists=tuple(
+                    EspListSpec(str(item["id"]), item.get("name", str(item["id"]))) for item in account["lists"]
+                ),
             )
             for account in (raw.get("esp") or {}).get("accounts") or []
         ]
@@ -265,11 +265,11 @@ def load_scenario(path: str | Path) -> Scenario:
         ]
     except KeyError as missing:
         raise ScenarioError(f"{file}: an ESP account, list or link lacks {missing}") from None
-    reference = raw.get("reference_time") or datetime.now(timezone.utc)
+    reference = raw.get("reference_time") or datetime.now(UTC)
     if isinstance(reference, str):
         reference = datetime.fromisoformat(reference.replace("Z", "+00:00"))
     if reference.tzinfo is None:
-        reference = reference.replace(tzinfo=timezone.utc)
+        reference = reference.replace(tzinfo=UTC)
     return Scenario(
         name=raw["name"],
         description=raw.get("description", ""),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -97,9 +97,8 @@ def _as_utc(value: Any, zone: ZoneInfo) -> datetime | None:
         value = datetime.fromisoformat(value)
     if not isinstance(value, datetime):
         raise ValueError(f"not a date-time: {value!r}")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=zone)
-    return value.astimezone(timezone.utc)
+    aware: datetime = value if value.tzinfo is not None else value.replace(tzinfo=zone)
+    return aware.astimezone(UTC)
 
 
 @dlt.source(name="crm", max_table_nesting=0)
@@ -119,13 +118,15 @@ def crm_source(url: str, crm: CrmConfig, run_id: str = "manual", chunk_size: int
         if entity == "assignments":
             fields["crm_status_value"] = pa.string()
         schema = pa.schema(list(fields.items()))
-        started_at = datetime.now(timezone.utc)
+        started_at = datetime.now(UTC)
         rows_read = 0
         rejected: list[dict[str, Any]] = []
         engine = sa.create_engine(url)
         try:
             table = _reflect(engine, entity, mapping)
-            columns = [table.c[column].label(field) for field, column in mapping.columns.items() if field in FIELDS[entity]]
+            columns = [
+                table.c[column].label(field) for field, column in mapping.columns.items() if field in FIELDS[entity]
+            ]
             order = [table.c[mapping.columns[key]] for key in PRIMARY_KEYS[entity] if key in mapping.columns]
             query = sa.select(*columns).order_by(*order)
             with engine.connect() as connection:
@@ -163,22 +164,22 @@ def crm_source(url: str, crm: CrmConfig, run_id: str = "manual", chunk_size: int
             engine.dispose()
         # yielded even when empty, so the log table always exists
         yield _log_row(
-            pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), "rejected_rows", ("run_id", "entity", "row_key", "field")
+            pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA),
+            "rejected_rows",
+            ("run_id", "entity", "row_key", "field"),
         )
         record = {
             "run_id": run_id,
             "entity": entity,
             "started_at": started_at,
-            "finished_at": datetime.now(timezone.utc),
+            "finished_at": datetime.now(UTC),
             "rows_read": rows_read,
             "rows_rejected": len(rejected),
         }
         yield _log_row(pa.Table.from_pylist([record], schema=EXTRACTION_SCHEMA), "extractions", ("run_id", "entity"))
 
     def resource(entity: str) -> DltResource:
-        return dlt.resource(
-            read(entity), name=entity, primary_key=PRIMARY_KEYS[entity], write_disposition="replace"
-        )
+        return dlt.resource(read(entity), name=entity, primary_key=PRIMARY_KEYS[entity], write_disposition="replace")
 
     for entity in ("contacts", "lists", "assignments", "blocklist", "email_history"):
         if getattr(crm, entity) is not None:
@@ -191,9 +192,7 @@ def _log_row(table: pa.Table, table_name: str, primary_key: tuple[str, ...]) -> 
     return dlt.mark.with_hints(table, hints, create_table_variant=True)
 
 
-def _normalise(
-    entity: str, record: dict[str, Any], statuses: dict[str, str], zone: ZoneInfo
-) -> tuple[str, str] | None:
+def _normalise(entity: str, record: dict[str, Any], statuses: dict[str, str], zone: ZoneInfo) -> tuple[str, str] | None:
     """Bring one row to canonical types in place; return (field, reason) if it can't be."""
     for field, value in list(record.items()):
         dtype = FIELDS[entity].get(field)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import dlt
@@ -130,7 +130,7 @@ UNSUBSCRIBED_SCHEMA = pa.schema(
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dlt.source(name="mailchimp", max_table_nesting=0)
@@ -139,28 +139,30 @@ def mailchimp_source(
     full_refresh: bool = False,
     run_id: str = "manual",
     extraction: ExtractionSettings | None = None,
-) -> Iterator[DltResource]:
+) -> Sequence[DltResource]:
     """All configured Mailchimp accounts, one `esp_account` column telling them apart.
 
     `full_refresh` re-reads every member and replaces the members table; otherwise members
     are read with `since_last_changed` from a cursor per account and list, and merged.
     """
-    extraction = extraction or ExtractionSettings()
+    limits = extraction or ExtractionSettings()
     retry = RetryPolicy(
-        max_retries=extraction.max_retries,
-        backoff_seconds=extraction.backoff_seconds,
-        max_retry_after_seconds=extraction.max_retry_after_seconds,
+        max_retries=limits.max_retries,
+        backoff_seconds=limits.backoff_seconds,
+        max_retry_after_seconds=limits.max_retry_after_seconds,
     )
     clients: dict[str, EspHttpClient] = {}
 
     def client_for(account: EspAccount) -> EspHttpClient:
         if account.name not in clients:
-            clients[account.name] = mailchimp_client(account, retry, extraction.timeout_seconds)
+            clients[account.name] = mailchimp_client(account, retry, limits.timeout_seconds)
         return clients[account.name]
 
     def all_lists(account: EspAccount) -> list[dict[str, Any]]:
         client = client_for(account)
-        pages = paged(client, settings.LISTS_PATH, "lists", concurrency=account.max_connections)
+        pages = paged(
+            client, settings.LISTS_PATH, "lists", page_size=limits.page_size, concurrency=account.max_connections
+        )
         return [item for page in pages for item in page]
 
     campaign_cache: dict[str, list[dict[str, Any]]] = {}
@@ -168,7 +170,13 @@ def mailchimp_source(
     def campaigns_of(account: EspAccount) -> list[dict[str, Any]]:
         if account.name not in campaign_cache:
             client = client_for(account)
-            pages = paged(client, settings.CAMPAIGNS_PATH, "campaigns", concurrency=account.max_connections)
+            pages = paged(
+                client,
+                settings.CAMPAIGNS_PATH,
+                "campaigns",
+                page_size=limits.page_size,
+                concurrency=account.max_connections,
+            )
             campaign_cache[account.name] = [item for page in pages for item in page]
         return campaign_cache[account.name]
 
@@ -223,7 +231,14 @@ def mailchimp_source(
                 newest = since
                 try:
                     path = settings.MEMBERS_PATH.format(list_id=list_id)
-                    for page in paged(client, path, "members", params, concurrency=account.max_connections):
+                    for page in paged(
+                        client,
+                        path,
+                        "members",
+                        params,
+                        page_size=limits.page_size,
+                        concurrency=account.max_connections,
+                    ):
                         # offset paging can repeat a member when the list changes mid-read
                         fresh = [member for member in page if member["id"] not in seen]
                         seen.update(member["id"] for member in fresh)
@@ -325,7 +340,9 @@ def mailchimp_source(
                 params = {} if full_refresh or cursor_key not in cursors else {"since": cursors[cursor_key]}
                 started = _now()
                 path = settings.EMAIL_ACTIVITY_PATH.format(campaign_id=campaign["id"])
-                for page in paged(client, path, "emails", params, concurrency=account.max_connections):
+                for page in paged(
+                    client, path, "emails", params, page_size=limits.page_size, concurrency=account.max_connections
+                ):
                     rows = [
                         {
                             "esp_account": account.name,
@@ -357,7 +374,9 @@ def mailchimp_source(
             client = client_for(account)
             for campaign in sent_campaigns(account):
                 path = path_template.format(campaign_id=campaign["id"])
-                for page in paged(client, path, collection, concurrency=account.max_connections):
+                for page in paged(
+                    client, path, collection, page_size=limits.page_size, concurrency=account.max_connections
+                ):
                     rows = [
                         {
                             "esp_account": account.name,
@@ -377,9 +396,7 @@ def mailchimp_source(
         fields = ("list_id", "email_id", "email_address", "status", "open_count", "last_open")
         yield from per_recipient(settings.SENT_TO_PATH, "sent_to", SENT_TO_SCHEMA, ["last_open"], fields)
 
-    @dlt.resource(
-        name="unsubscribes", primary_key=(ACCOUNT_KEY, "campaign_id", "email_id"), write_disposition="merge"
-    )
+    @dlt.resource(name="unsubscribes", primary_key=(ACCOUNT_KEY, "campaign_id", "email_id"), write_disposition="merge")
     def unsubscribes() -> Iterator[pa.Table]:
         fields = ("list_id", "email_id", "email_address", "timestamp", "reason")
         yield from per_recipient(settings.UNSUBSCRIBED_PATH, "unsubscribes", UNSUBSCRIBED_SCHEMA, ["timestamp"], fields)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -93,12 +93,12 @@ def parse_timestamp(value: Any) -> datetime | None:
         return None
     parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 def format_timestamp(value: datetime) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 TS = pa.timestamp("us", tz="UTC")
@@ -163,4 +163,3 @@ def rows_table(rows: list[dict[str, Any]], schema: pa.Schema, timestamp_columns:
         for column in timestamp_columns:
             row[column] = parse_timestamp(row.get(column))
     return pa.Table.from_pylist(rows, schema=schema)
-

@@ -7,7 +7,7 @@ import base64
 import json
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -63,7 +63,7 @@ def parse_time(value: str | None, name: str) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise MailchimpError(400, "Invalid Resource", f"The value of {name} is not a valid ISO 8601 time.") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def field_tree(paths: str | None) -> dict[str, Any] | None:
@@ -263,7 +263,9 @@ class MailchimpEmulator:
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise MailchimpError(400, "JSON Parse Exception", "We encountered an unspecified JSON parsing error.") from None
+            raise MailchimpError(
+                400, "JSON Parse Exception", "We encountered an unspecified JSON parsing error."
+            ) from None
         if not isinstance(body, dict):
             raise MailchimpError(400, "Invalid Resource", "The request body must be a JSON object.")
         return body

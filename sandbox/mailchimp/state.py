@@ -6,7 +6,7 @@ import hashlib
 import itertools
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 MEMBER_STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")
@@ -20,11 +20,11 @@ def subscriber_hash(email_address: str) -> str:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def iso(value: datetime | None) -> str:
-    return "" if value is None else value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    return "" if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 class MailchimpError(Exception):

@@ -1,0 +1,42 @@
+# mailbridge: `make demo` runs the demo full sync, `make test` runs every test. Both install first.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint pytest bench ui sandbox clean
+
+$(STAMP): pyproject.toml uv.lock
+	$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) sync --frozen --quiet
+	$(BIN)/dbt parse --project-dir dbt_project --profiles-dir dbt_project --quiet
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/mailbridge demo $(ARGS)
+
+test: lint pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest $(ARGS)
+
+bench: install
+	$(BIN)/python -m bench.run $(ARGS)
+
+ui: install
+	$(BIN)/mailbridge ui
+
+sandbox: install
+	$(BIN)/mailbridge sandbox $(ARGS)
+
+clean:
+	rm -rf .mailbridge dbt_project/target dbt_project/logs .pytest_cache .ruff_cache .mypy_cache

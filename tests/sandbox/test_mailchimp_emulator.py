@@ -1,0 +1,188 @@
+"""The Mailchimp emulator behaves as ESP_APIS.md describes the real Marketing API v3."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import httpx
+import mailchimp_marketing
+import pytest
+
+from sandbox.mailchimp.state import subscriber_hash
+from tests.conftest import RunningEmulator
+
+KEY = "sandbox0brandmain00000000000000-us1"
+
+
+@pytest.fixture
+def mailchimp(serve_mailchimp: Any, small_scenario: Any) -> RunningEmulator:
+    running: RunningEmulator = serve_mailchimp(small_scenario)
+    return running
+
+
+@pytest.fixture
+def api(mailchimp: RunningEmulator) -> httpx.Client:
+    return httpx.Client(base_url=mailchimp.base_url + "/", auth=("anystring", KEY), timeout=10)
+
+
+def test_subscriber_hash_matches_the_documented_test_vector() -> None:
+    assert subscriber_hash("Urist.McVankab@freddiesjokes.com") == "62eeb292278cc15f5817cb78f7790b08"
+
+
+def test_official_client_reads_lists_and_members(mailchimp: RunningEmulator) -> None:
+    client = mailchimp_marketing.Client()
+    client.set_config({"api_key": KEY, "server": "us1"})
+    client.api_client.host = mailchimp.base_url
+    assert client.ping.get()["health_status"] == "Everything's Chimpy!"
+    lists = client.lists.get_all_lists()
+    assert [item["id"] for item in lists["lists"]] == ["nl0001"]
+    members = client.lists.get_list_members_info("nl0001", count=2, offset=0)
+    assert members["total_items"] == 4
+    assert len(members["members"]) == 2
+    second = client.lists.get_list_members_info("nl0001", count=2, offset=2)
+    emails = {m["email_address"] for m in members["members"] + second["members"]}
+    assert "anna.schmidt@beispiel.de" in emails and len(emails) == 4
+    member = client.lists.get_list_member("nl0001", subscriber_hash("anna.schmidt@beispiel.de"))
+    assert member["merge_fields"]["FNAME"] == "Anna"
+
+
+def test_wrong_key_is_a_401_problem(mailchimp: RunningEmulator) -> None:
+    response = httpx.get(f"{mailchimp.base_url}/lists", auth=("x", "wrong-us1"))
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["title"] == "API Key Invalid" and body["status"] == 401 and "instance" in body
+
+
+def test_bearer_auth_is_accepted(mailchimp: RunningEmulator) -> None:
+    response = httpx.get(f"{mailchimp.base_url}/lists", headers={"Authorization": f"Bearer {KEY}"})
+    assert response.status_code == 200
+
+
+def test_paging_fields_and_since_last_changed(api: httpx.Client) -> None:
+    page = api.get("lists/nl0001/members", params={"count": 1000, "fields": "members.email_address,total_items"}).json()
+    assert set(page) == {"members", "total_items"}
+    assert all(set(member) == {"email_address"} for member in page["members"])
+    since = api.get("lists/nl0001/members", params={"since_last_changed": "2025-02-01T10:00:00+00:00"}).json()
+    assert {m["email_address"] for m in since["members"]} == {"carla.wolf@beispiel.de", "emil.neu@beispiel.de"}
+    assert api.get("lists/nl0001/members", params={"count": 1001}).status_code == 400
+    excluded = api.get("lists/nl0001/members", params={"exclude_fields": "members._links,members.stats"}).json()
+    assert "stats" not in excluded["members"][0] and "email_address" in excluded["members"][0]
+
+
+def test_batch_subscribe_reports_errors_per_member(api: httpx.Client) -> None:
+    anna = subscriber_hash("anna.schmidt@beispiel.de")
+    assert api.patch(f"lists/nl0001/members/{anna}", json={"status": "unsubscribed"}).status_code == 200
+    response = api.post(
+        "lists/nl0001",
+        json={
+            "update_existing": True,
+            "members": [
+                {"email_address": "neu.person@beispiel.de", "status_if_new": "subscribed"},
+                {"email_address": "anna.schmidt@beispiel.de", "status": "subscribed"},
+                {"email_address": "kein-at-zeichen.de", "status_if_new": "subscribed"},
+                {"email_address": "carla.wolf@beispiel.de", "merge_fields": {"FNAME": "Carla-Marie"}},
+            ],
+        },
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["total_created"] == 1 and body["total_updated"] == 1 and body["error_count"] == 2
+    errors = {error["email_address"]: error["error"] for error in body["errors"]}
+    assert "Member In Compliance State" in errors["anna.schmidt@beispiel.de"]
+    assert "looks fake or invalid" in errors["kein-at-zeichen.de"]
+    assert body["updated_members"][0]["merge_fields"]["FNAME"] == "Carla-Marie"
+    assert body["updated_members"][0]["status"] == "subscribed"
+
+
+def test_batch_over_500_is_refused_whole(api: httpx.Client) -> None:
+    members = [{"email_address": f"p{i}@beispiel.de", "status_if_new": "subscribed"} for i in range(501)]
+    response = api.post("lists/nl0001", json={"members": members})
+    assert response.status_code == 400
+    assert api.get("lists/nl0001/members").json()["total_items"] == 4
+
+
+def test_resubscribe_only_through_pending(api: httpx.Client) -> None:
+    anna = subscriber_hash("anna.schmidt@beispiel.de")
+    api.patch(f"lists/nl0001/members/{anna}", json={"status": "unsubscribed"})
+    refused = api.put(
+        f"lists/nl0001/members/{anna}", json={"email_address": "anna.schmidt@beispiel.de", "status": "subscribed"}
+    )
+    assert refused.status_code == 400 and refused.json()["title"] == "Member In Compliance State"
+    doi = api.put(f"lists/nl0001/members/{anna}", json={"email_address": "anna.schmidt@beispiel.de", "status": "pending"})
+    assert doi.status_code == 200 and doi.json()["status"] == "pending"
+    # status_if_new never touches an existing member's status
+    safe = api.put(
+        f"lists/nl0001/members/{anna}",
+        json={"email_address": "anna.schmidt@beispiel.de", "status_if_new": "subscribed", "merge_fields": {"LNAME": "S"}},
+    )
+    assert safe.status_code == 200 and safe.json()["status"] == "pending"
+
+
+def test_archive_versus_permanent_delete(api: httpx.Client) -> None:
+    carla = subscriber_hash("carla.wolf@beispiel.de")
+    emil = subscriber_hash("emil.neu@beispiel.de")
+    assert api.delete(f"lists/nl0001/members/{carla}").status_code == 204
+    assert api.get(f"lists/nl0001/members/{carla}").json()["status"] == "archived"
+    back = api.put(f"lists/nl0001/members/{carla}", json={"email_address": "carla.wolf@beispiel.de", "status": "subscribed"})
+    assert back.status_code == 200 and back.json()["status"] == "subscribed"
+    assert api.post(f"lists/nl0001/members/{emil}/actions/delete-permanent").status_code == 204
+    assert api.get(f"lists/nl0001/members/{emil}").status_code == 404
+    forgotten = api.put(f"lists/nl0001/members/{emil}", json={"email_address": "emil.neu@beispiel.de", "status": "subscribed"})
+    assert forgotten.status_code == 400 and forgotten.json()["title"] == "Forgotten Email Not Subscribed"
+    pending = api.put(f"lists/nl0001/members/{emil}", json={"email_address": "emil.neu@beispiel.de", "status": "pending"})
+    assert pending.status_code == 200
+
+
+def test_campaign_reports_and_per_recipient_activity(api: httpx.Client) -> None:
+    campaigns = api.get("campaigns").json()
+    assert campaigns["total_items"] == 1 and campaigns["campaigns"][0]["status"] == "sent"
+    report = api.get("reports/cmp001").json()
+    assert report["emails_sent"] == 2 and report["bounces"]["soft_bounces"] == 1
+    assert report["opens"]["unique_opens"] == 1 and report["opens"]["open_rate"] == 1.0
+    activity = api.get("reports/cmp001/email-activity").json()["emails"]
+    anna = next(item for item in activity if item["email_address"] == "anna.schmidt@beispiel.de")
+    assert [a["action"] for a in anna["activity"]] == ["open", "click"]
+    sent_to = api.get("reports/cmp001/sent-to").json()["sent_to"]
+    assert {row["status"] for row in sent_to} == {"sent", "soft"}
+    assert api.get("reports/cmp001/unsubscribed").json()["total_items"] == 0
+
+
+def test_more_than_ten_simultaneous_connections_get_429(mailchimp: RunningEmulator) -> None:
+    mailchimp.emulator.faults.configure(type(mailchimp.emulator.faults.settings)(rate_slow=1.0, slow_seconds=0.5))
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        response = httpx.get(f"{mailchimp.base_url}/lists", auth=("x", KEY), timeout=10)
+        with lock:
+            statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(14)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses.count(200) == 10
+    assert statuses.count(429) == 4
+
+
+def test_fault_injection_is_seeded_and_logged(mailchimp: RunningEmulator) -> None:
+    from sandbox.faults import FaultSettings
+
+    def run() -> list[int]:
+        mailchimp.emulator.faults.configure(FaultSettings(seed=7, rate_429=0.2, rate_5xx=0.2, rate_truncated=0.1))
+        codes = []
+        for _ in range(40):
+            response = httpx.get(f"{mailchimp.base_url}/lists", auth=("x", KEY))
+            codes.append(response.status_code)
+        return codes
+
+    first, second = run(), run()
+    assert first == second
+    assert {429, 503} <= set(first)
+    injected = httpx.get(f"{mailchimp.server.url}/_sandbox/faults").json()["injected"]
+    assert injected["429"] > 0 and injected["5xx"] > 0
+    log = httpx.get(f"{mailchimp.server.url}/_sandbox/requests").json()["requests"]
+    assert len(log) >= 80 and any(entry["fault"] == "truncated" for entry in log)
