@@ -1,0 +1,126 @@
+"""End to end: `mailbridge sync` runs Dagster jobs over the emulator and a CRM, into the marts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import pytest
+
+from mailbridge.config import load_config
+from sandbox.crm_db import write_crm
+from sandbox.generator import generate_scenario
+from tests.conftest import REPO_ROOT, RunningEmulator, write_project_config
+
+pytestmark = pytest.mark.slow
+
+KEYS = {
+    "MAILBRIDGE_MAILCHIMP_MAIN_KEY": "sandbox0brandmain00000000000000-us1",
+    "MAILBRIDGE_MAILCHIMP_SHOP_KEY": "sandbox0brandshop00000000000000-us1",
+}
+
+
+def mailbridge(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailbridge.cli", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def mart_counts(warehouse: Path) -> dict[str, dict[str, int]]:
+    with duckdb.connect(str(warehouse), read_only=True) as db:
+        rows = db.execute(
+            "select list_link_id, result, count(*) from marts.fct_list_reconciliation group by all"
+        ).fetchall()
+    counts: dict[str, dict[str, int]] = {}
+    for link, result, count in rows:
+        counts.setdefault(link, {})[result] = count
+    return counts
+
+
+def test_full_then_incremental_sync_through_dagster(tmp_path: Path, serve_mailchimp: Any) -> None:
+    scenario = generate_scenario(contacts=2000, seed=21)
+    emulator: RunningEmulator = serve_mailchimp(scenario)
+    config_file = write_project_config(
+        tmp_path, base_url=emulator.base_url, crm_url=f"sqlite:///{tmp_path / 'crm.sqlite'}"
+    )
+    config = load_config(config_file)
+    write_crm(scenario.tables, config.crm.connection_url(config.base_dir), config.crm)
+    env = {**KEYS, "DAGSTER_HOME": str(tmp_path / "dagster"), "MAILBRIDGE_WAREHOUSE": str(tmp_path / "wh.duckdb")}
+
+    full = mailbridge("sync", "--full", "-c", str(config_file), env=env)
+    assert full.returncode == 0, full.stderr + full.stdout
+    assert "full_sync finished" in full.stdout
+    assert mart_counts(tmp_path / "wh.duckdb") == scenario.expected
+
+    newsletter = emulator.state.account_named("brand_main").lists["nl0001"]
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as db:
+        in_sync = {
+            row[0]
+            for row in db.execute(
+                "select esp_member_id from marts.fct_list_reconciliation "
+                "where list_link_id = 'newsletter_main' and result = 'in_sync' and esp_status = 'subscribed'"
+            ).fetchall()
+        }
+    chosen = [member for member in newsletter.members.values() if member.id in in_sync][:5]
+    api = httpx.Client(base_url=emulator.base_url + "/", auth=("x", KEYS["MAILBRIDGE_MAILCHIMP_MAIN_KEY"]))
+    for member in chosen:
+        assert api.patch(f"lists/nl0001/members/{member.id}", json={"status": "unsubscribed"}).status_code == 200
+    emulator.emulator.log.clear()
+
+    incremental = mailbridge("sync", "--incremental", "-c", str(config_file), env=env)
+    assert incremental.returncode == 0, incremental.stderr + incremental.stdout
+
+    reads = [e for e in emulator.emulator.log.snapshot() if e.path == "/3.0/lists/nl0001/members"]
+    assert all("since_last_changed" in e.query for e in reads)
+    assert 5 <= sum(e.items or 0 for e in reads) <= 10
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as db:
+        rows = db.execute(
+            "select esp_member_id, esp_status, result from marts.fct_list_reconciliation "
+            "where list_link_id = 'newsletter_main' and esp_member_id in ({})".format(",".join("?" * 5)),
+            [m.id for m in chosen],
+        ).fetchall()
+    assert sorted(rows) == sorted((m.id, "unsubscribed", "conflict") for m in chosen)
+    counts = mart_counts(tmp_path / "wh.duckdb")
+    assert counts["newsletter_main"]["in_sync"] == scenario.expected["newsletter_main"]["in_sync"] - 5
+    assert counts["newsletter_main"]["conflict"] == scenario.expected["newsletter_main"]["conflict"] + 5
+
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    runs = DagsterInstance.get().get_runs(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
+    assert {run.job_name for run in runs} == {"full_sync", "incremental_sync"}
+
+
+def test_wrong_api_key_fails_the_sync_with_a_clear_message(tmp_path: Path, serve_mailchimp: Any, small_scenario: Any) -> None:
+    emulator: RunningEmulator = serve_mailchimp(small_scenario)
+    config_file = write_project_config(
+        tmp_path,
+        base_url=emulator.base_url,
+        crm_url=f"sqlite:///{tmp_path / 'crm.sqlite'}",
+        accounts=["brand_main"],
+    )
+    config = load_config(config_file)
+    write_crm(small_scenario.tables, config.crm.connection_url(config.base_dir), config.crm)
+    wrong = "feedfacefeedfacefeedfacefeedface-us1"
+    env = {
+        "MAILBRIDGE_MAILCHIMP_MAIN_KEY": wrong,
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+        "MAILBRIDGE_WAREHOUSE": str(tmp_path / "wh.duckdb"),
+    }
+    result = mailbridge("sync", "--full", "-c", str(config_file), env=env)
+    assert result.returncode == 1
+    assert "brand_main" in result.stderr and "MAILBRIDGE_MAILCHIMP_MAIN_KEY" in result.stderr
+    assert "401" in result.stderr
+    assert wrong not in result.stderr + result.stdout
+    logs = list((tmp_path).rglob("*.log"))
+    assert all(wrong not in log.read_text(errors="replace") for log in logs)
