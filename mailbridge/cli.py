@@ -109,10 +109,11 @@ def run_sync_job(config: MailbridgeConfig, *, full_refresh: bool) -> str:
         console.status(f"[bold]Running {job_name}[/bold] (extract → dbt build)…"),
         log_file.open("w", encoding="utf-8") as log,
         contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
     ):
         result = job.execute_in_process(
             instance=instance,
-            run_config=sync_run_config(SyncConfig(full_refresh=full_refresh), log_level="WARNING"),
+            run_config=sync_run_config(SyncConfig(full_refresh=full_refresh), log_level="INFO"),
             raise_on_error=False,
             tags={"mailbridge/started_by": "cli"},
         )
@@ -122,7 +123,7 @@ def run_sync_job(config: MailbridgeConfig, *, full_refresh: bool) -> str:
         err.print(f"[red]{job_name} failed[/red] (run {result.run_id}, {elapsed:.1f}s):")
         for message in _failure_messages(result):
             err.print(f"  {message}")
-        err.print(f"  dbt's output: {log_file}")
+        err.print(f"  the run's log: {log_file} (and the run in `mailbridge ui`)")
         raise MailbridgeExit()
     console.print(f"[green]✓[/green] {job_name} finished in {elapsed:.1f}s (Dagster run {result.run_id})")
     return result.run_id

@@ -183,7 +183,7 @@ class EspHttpClient:
             log.info("%s: %s %s: %s, retrying in %.2fs", self.account_label, method, path, last_problem, pause)
             time.sleep(pause)
         raise EspApiError(
-            f"{self.account_label}: {method} {path} still failing after "
+            f"{self.account_label}: {method} {self._client.base_url}{path.lstrip('/')} still failing after "
             f"{self.retry.max_retries + 1} attempts ({last_problem})",
             retryable=True,
         )

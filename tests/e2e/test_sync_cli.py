@@ -101,7 +101,9 @@ def test_full_then_incremental_sync_through_dagster(tmp_path: Path, serve_mailch
     assert {run.job_name for run in runs} == {"full_sync", "incremental_sync"}
 
 
-def test_wrong_api_key_fails_the_sync_with_a_clear_message(tmp_path: Path, serve_mailchimp: Any, small_scenario: Any) -> None:
+def test_wrong_api_key_fails_the_sync_with_a_clear_message(
+    tmp_path: Path, serve_mailchimp: Any, small_scenario: Any
+) -> None:
     emulator: RunningEmulator = serve_mailchimp(small_scenario)
     config_file = write_project_config(
         tmp_path,

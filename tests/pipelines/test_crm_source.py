@@ -81,7 +81,9 @@ def test_unknown_status_value_is_rejected_and_reported(tmp_path: Path, crm_url: 
     with engine.begin() as connection:
         first = connection.execute(sa.text("select kontakt_id, verteiler_id from verteiler_zuordnungen limit 1")).one()
         connection.execute(
-            sa.text("update verteiler_zuordnungen set status = 'vielleicht' where kontakt_id = :c and verteiler_id = :l"),
+            sa.text(
+                "update verteiler_zuordnungen set status = 'vielleicht' where kontakt_id = :c and verteiler_id = :l"
+            ),
             {"c": first[0], "l": first[1]},
         )
     engine.dispose()

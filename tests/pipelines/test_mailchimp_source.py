@@ -71,7 +71,9 @@ def test_every_member_loaded_exactly_once_despite_faults(
                 "select count(*), count(distinct id) from raw_mailchimp.members where list_id = ?", [list_id]
             ).fetchone()
             assert rows == distinct == len(mailchimp_list.members)
-            loaded = {r[0] for r in db.execute("select id from raw_mailchimp.members where list_id = ?", [list_id]).fetchall()}
+            loaded = {
+                r[0] for r in db.execute("select id from raw_mailchimp.members where list_id = ?", [list_id]).fetchall()
+            }
             assert loaded == set(mailchimp_list.members)
         completed = db.execute("select bool_and(completed) from raw_mailchimp.list_extractions").fetchone()[0]
         assert completed is True
@@ -129,9 +131,7 @@ def test_incremental_sync_fetches_only_changed_members(
 
     extract(config, full_refresh=False, run_id="incremental")
 
-    member_reads = [
-        entry for entry in emulator.emulator.log.snapshot() if entry.path == "/3.0/lists/nl0001/members"
-    ]
+    member_reads = [entry for entry in emulator.emulator.log.snapshot() if entry.path == "/3.0/lists/nl0001/members"]
     assert member_reads and all("since_last_changed" in entry.query for entry in member_reads)
     fetched = sum(entry.items or 0 for entry in member_reads)
     # the cursor is inclusive: members changed exactly at the old cursor come again, and merge

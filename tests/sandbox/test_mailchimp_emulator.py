@@ -110,12 +110,18 @@ def test_resubscribe_only_through_pending(api: httpx.Client) -> None:
         f"lists/nl0001/members/{anna}", json={"email_address": "anna.schmidt@beispiel.de", "status": "subscribed"}
     )
     assert refused.status_code == 400 and refused.json()["title"] == "Member In Compliance State"
-    doi = api.put(f"lists/nl0001/members/{anna}", json={"email_address": "anna.schmidt@beispiel.de", "status": "pending"})
+    doi = api.put(
+        f"lists/nl0001/members/{anna}", json={"email_address": "anna.schmidt@beispiel.de", "status": "pending"}
+    )
     assert doi.status_code == 200 and doi.json()["status"] == "pending"
     # status_if_new never touches an existing member's status
     safe = api.put(
         f"lists/nl0001/members/{anna}",
-        json={"email_address": "anna.schmidt@beispiel.de", "status_if_new": "subscribed", "merge_fields": {"LNAME": "S"}},
+        json={
+            "email_address": "anna.schmidt@beispiel.de",
+            "status_if_new": "subscribed",
+            "merge_fields": {"LNAME": "S"},
+        },
     )
     assert safe.status_code == 200 and safe.json()["status"] == "pending"
 
@@ -125,13 +131,19 @@ def test_archive_versus_permanent_delete(api: httpx.Client) -> None:
     emil = subscriber_hash("emil.neu@beispiel.de")
     assert api.delete(f"lists/nl0001/members/{carla}").status_code == 204
     assert api.get(f"lists/nl0001/members/{carla}").json()["status"] == "archived"
-    back = api.put(f"lists/nl0001/members/{carla}", json={"email_address": "carla.wolf@beispiel.de", "status": "subscribed"})
+    back = api.put(
+        f"lists/nl0001/members/{carla}", json={"email_address": "carla.wolf@beispiel.de", "status": "subscribed"}
+    )
     assert back.status_code == 200 and back.json()["status"] == "subscribed"
     assert api.post(f"lists/nl0001/members/{emil}/actions/delete-permanent").status_code == 204
     assert api.get(f"lists/nl0001/members/{emil}").status_code == 404
-    forgotten = api.put(f"lists/nl0001/members/{emil}", json={"email_address": "emil.neu@beispiel.de", "status": "subscribed"})
+    forgotten = api.put(
+        f"lists/nl0001/members/{emil}", json={"email_address": "emil.neu@beispiel.de", "status": "subscribed"}
+    )
     assert forgotten.status_code == 400 and forgotten.json()["title"] == "Forgotten Email Not Subscribed"
-    pending = api.put(f"lists/nl0001/members/{emil}", json={"email_address": "emil.neu@beispiel.de", "status": "pending"})
+    pending = api.put(
+        f"lists/nl0001/members/{emil}", json={"email_address": "emil.neu@beispiel.de", "status": "pending"}
+    )
     assert pending.status_code == 200
 
 

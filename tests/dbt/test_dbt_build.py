@@ -1,0 +1,63 @@
+"""`dbt build` over a loaded warehouse: models, data tests and the reconciliation unit tests pass."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from dbt.cli.main import dbtRunner
+
+from mailbridge.config import load_config
+from pipelines.runner import run_extractions
+from sandbox.crm_db import write_crm
+from tests.conftest import REPO_ROOT, RunningEmulator, write_project_config
+
+DBT_DIR = REPO_ROOT / "dbt_project"
+
+
+def test_dbt_build_on_the_small_scenario(
+    tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator: RunningEmulator = serve_mailchimp(small_scenario)
+    config = load_config(
+        write_project_config(
+            tmp_path,
+            base_url=emulator.base_url,
+            crm_url=f"sqlite:///{tmp_path / 'crm.sqlite'}",
+            accounts=["brand_main"],
+        )
+    )
+    write_crm(small_scenario.tables, config.crm.connection_url(config.base_dir), config.crm)
+    monkeypatch.setenv("MAILBRIDGE_MAILCHIMP_MAIN_KEY", small_scenario.account("brand_main").api_key)
+    run_extractions(config, full_refresh=True, run_id="dbt-test")
+    monkeypatch.setenv("MAILBRIDGE_WAREHOUSE", str(config.warehouse_path()))
+    target = tmp_path / "target"
+    result = dbtRunner().invoke(
+        [
+            "build",
+            "--project-dir",
+            str(DBT_DIR),
+            "--profiles-dir",
+            str(DBT_DIR),
+            "--target-path",
+            str(target),
+            "--vars",
+            '{"run_id": "dbt-test"}',
+            "--quiet",
+        ]
+    )
+    assert result.success, result.exception
+    kinds = [node.node.resource_type for node in result.result]
+    assert kinds.count("unit_test") == 3
+    with duckdb.connect(os.environ["MAILBRIDGE_WAREHOUSE"]) as db:
+        rows = db.execute(
+            "select list_link_id, result, count(*) from marts.fct_list_reconciliation group by all"
+        ).fetchall()
+        run_ids = db.execute("select distinct run_id from marts.fct_list_reconciliation").fetchall()
+    assert {(link, res): n for link, res, n in rows} == {
+        ("newsletter_main", res): n for res, n in small_scenario.expected["newsletter_main"].items()
+    }
+    assert run_ids == [("dbt-test",)]
