@@ -90,12 +90,12 @@ def test_unmapped_canonical_status_is_refused(tmp_path: Path) -> None:
 def test_missing_key_variable_names_account_and_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MAILBRIDGE_MAILCHIMP_MAIN_KEY", raising=False)
     config = load_config(REPO_ROOT / "mailbridge.yaml")
-    with pytest.raises(ConfigError, match="'brand_main'.*MAILBRIDGE_MAILCHIMP_MAIN_KEY is not set"):
+    with pytest.raises(ConfigError, match=r"'brand_main'.*MAILBRIDGE_MAILCHIMP_MAIN_KEY is not set"):
         config.account("brand_main").api_key()
 
 
 def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no such config file.*MAILBRIDGE_CONFIG"):
+    with pytest.raises(ConfigError, match=r"no such config file.*MAILBRIDGE_CONFIG"):
         load_config(tmp_path / "nope.yaml")
 
 
@@ -103,5 +103,5 @@ def test_crm_url_needs_exactly_one_source(tmp_path: Path) -> None:
     def mutate(raw: dict) -> None:  # type: ignore[type-arg]
         raw["crm"]["url_env"] = "CRM_URL"
 
-    with pytest.raises(ConfigError, match="exactly one of crm.url"):
+    with pytest.raises(ConfigError, match=r"exactly one of crm\.url"):
         load_config(write(tmp_path, mutate))

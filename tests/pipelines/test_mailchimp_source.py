@@ -109,7 +109,7 @@ def test_missing_key_variable_says_which_to_set(
     monkeypatch.delenv(KEY_ENV, raising=False)
     emulator: RunningEmulator = serve_mailchimp(small_scenario)
     config = mailchimp_config(tmp_path, emulator)
-    with pytest.raises(PipelineStepFailed, match=f"brand_main.*{KEY_ENV} is not set"):
+    with pytest.raises(PipelineStepFailed, match=rf"brand_main.*{KEY_ENV} is not set"):
         extract(config, full_refresh=True, run_id="no-key")
 
 
