@@ -21,6 +21,15 @@ os.environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees another's warehouse, config or Dagster instance through the environment."""
+    for variable in ("MAILBRIDGE_WAREHOUSE", "MAILBRIDGE_CONFIG"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir(exist_ok=True)
+
+
 def scenario_named(name: str) -> Scenario:
     return load_scenario(SCENARIOS / f"{name}.yaml")
 
