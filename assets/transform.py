@@ -13,9 +13,16 @@ from assets.project import DBT_PROJECT_DIR, WAREHOUSE_POOL
 MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 
 
+def _newest_source_change() -> float:
+    sources = [DBT_PROJECT_DIR / "dbt_project.yml", DBT_PROJECT_DIR / "profiles.yml"]
+    for folder in ("models", "macros", "tests"):
+        sources.extend(path for path in (DBT_PROJECT_DIR / folder).rglob("*") if path.is_file())
+    return max(path.stat().st_mtime for path in sources if path.exists())
+
+
 def ensure_manifest() -> Path:
-    """dbt's manifest, parsed now if this checkout has none yet."""
-    if not MANIFEST.is_file():
+    """dbt's manifest, parsed again when missing or older than the dbt project's files."""
+    if not MANIFEST.is_file() or MANIFEST.stat().st_mtime < _newest_source_change():
         from dbt.cli.main import dbtRunner
 
         result = dbtRunner().invoke(

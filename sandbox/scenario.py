@@ -72,6 +72,13 @@ TABLE_SCHEMAS: dict[str, dict[str, Any]] = {
         "status": pl.Utf8,
         "unsubscribed_at": UTC_TS,
     },
+    "expected_results": {
+        "link_id": pl.Utf8,
+        "email": pl.Utf8,
+        "contact_id": pl.Int64,
+        "case": pl.Utf8,
+        "result": pl.Utf8,
+    },
     "esp_activity": {
         "account": pl.Utf8,
         "campaign_id": pl.Utf8,
@@ -92,6 +99,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "esp_campaigns": ("account", "campaign_id", "list_id", "send_time"),
     "esp_recipients": ("account", "campaign_id", "email"),
     "esp_activity": ("account", "campaign_id", "email", "action", "timestamp"),
+    "expected_results": ("link_id", "result"),
 }
 
 

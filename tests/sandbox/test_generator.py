@@ -40,3 +40,21 @@ def test_a_saved_world_loads_back_unchanged(tmp_path: Path) -> None:
     assert loaded.accounts == scenario.accounts and loaded.links == scenario.links
     for name in scenario.tables:
         assert loaded.table(name).equals(scenario.table(name))
+
+
+def test_designed_duplicates_share_the_original_key_at_scale() -> None:
+    """A duplicate CRM record must normalise to its original's key, even for IDN domains with ß."""
+    import polars as pl
+
+    from mailbridge.email_key import email_keys
+
+    contacts = 100_000
+    scenario = generate_scenario(contacts=contacts, seed=42)
+    table = scenario.table("crm_contacts")
+    keys, _ = email_keys(table["email"].to_list())
+    keyed = table.with_columns(pl.Series("key", keys.to_pylist()))
+    originals = keyed.filter(pl.col("contact_id") <= contacts)
+    duplicates = keyed.filter(pl.col("contact_id") > contacts)
+    assert duplicates.height > 0
+    assert duplicates.join(originals, on="key", how="anti").height == 0
+    assert originals.filter(pl.col("key").is_not_null())["key"].is_duplicated().sum() == 0
