@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import pyarrow as pa
 from email_validator import EmailNotValidError, validate_email
@@ -44,8 +45,12 @@ def email_key(address: str) -> str:
     return f"{local_part}@{validated.ascii_domain.lower()}"
 
 
+@lru_cache(maxsize=2_000_000)
 def try_email_key(address: str | None) -> EmailKeyResult:
-    """Like email_key, but returns the reason instead of raising."""
+    """Like email_key, but returns the reason instead of raising.
+
+    Cached: one sync sees the same address in members, sent-to, activity and the CRM.
+    """
     if address is None:
         return EmailKeyResult(None, "the address is missing")
     try:
@@ -58,12 +63,8 @@ def email_keys(addresses: Iterable[str | None]) -> tuple[pa.Array, pa.Array]:
     """Keys and validation errors for a column of addresses, as two Arrow string arrays."""
     keys: list[str | None] = []
     errors: list[str | None] = []
-    seen: dict[str | None, EmailKeyResult] = {}
     for address in addresses:
-        result = seen.get(address)
-        if result is None:
-            result = try_email_key(address)
-            seen[address] = result
+        result = try_email_key(address)
         keys.append(result.key)
         errors.append(result.error)
     return pa.array(keys, type=pa.string()), pa.array(errors, type=pa.string())
