@@ -254,11 +254,14 @@ def demo(
 
     config = _load(config_file)
     demo_dir = config.warehouse_path().parent / "demo"
-    scenario_dir = demo_dir / f"scenario-{contacts}-{seed}-{campaigns}"
+    # generated worlds are relative to today (DOI grace periods): one per day
+    scenario_dir = demo_dir / f"scenario-{contacts}-{seed}-{campaigns}-{time.strftime('%Y%m%d', time.gmtime())}"
     started = time.monotonic()
     if not (scenario_dir / "scenario.yaml").exists():
         with console.status(f"Generating a demo world of {contacts:,} contacts…"):
-            generate_scenario(contacts=contacts, seed=seed, campaigns=campaigns).save(scenario_dir)
+            generate_scenario(
+                contacts=contacts, seed=seed, campaigns=campaigns, doi_grace_days=config.policy.doi_grace_period_days
+            ).save(scenario_dir)
     scenario = load_scenario(scenario_dir)
     console.print(f"[green]✓[/green] demo world: {scenario.description} ({scenario_dir})")
 
@@ -351,9 +354,9 @@ def sandbox(
     if scenario is not None:
         world = load_scenario(scenario)
     else:
-        from sandbox.generator import ACCOUNTS, LINKS, REFERENCE_TIME
+        from sandbox.generator import ACCOUNTS, LINKS, today_utc
 
-        world = Scenario("empty", REFERENCE_TIME, list(ACCOUNTS), list(LINKS), tables=_empty_tables())
+        world = Scenario("empty", today_utc(), list(ACCOUNTS), list(LINKS), tables=_empty_tables())
     served = build_sandbox(world)
     keys = ", ".join(f"{account.name}={account.api_key}" for account in world.accounts)
     err.print(f"sandbox: {world.name} on http://127.0.0.1:{port} (sandbox keys: {keys})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -132,11 +132,42 @@ class CrmConfig(_Strict):
         return url
 
 
+STANDARD_FIELDS = ("first_name", "last_name", "salutation")
+FieldWinner = Literal["crm", "esp", "manual"]
+
+
+class FieldMapping(_Strict):
+    """A custom CRM contact column mapped to an ESP attribute (Mailchimp: a merge tag)."""
+
+    name: Identifier
+    crm_column: str
+    esp_field: str
+    type: Literal["text", "integer", "decimal", "boolean", "datetime"] = "text"
+
+
 class Policy(_Strict):
-    """How reconciliation decides what no rule settles. Opt-out propagation is not a switch."""
+    """How reconciliation settles what the rules leave open.
+
+    Opt-out propagation is not a switch: an opt-out newer than the other side's subscribe
+    always propagates, in both directions.
+    """
 
     transmit_new_members: bool = False
     doi_grace_period_days: int = Field(default=14, ge=0)
+    email_change_is_consent: bool = False
+    field_winners: dict[str, FieldWinner] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _opt_outs_always_propagate(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if "opt_out" in key or "unsubscribe" in key:
+                    raise ValueError(f"{key}: opt-outs always propagate and cannot be switched off; remove the key")
+        return data
+
+    def winner(self, field: str) -> str:
+        return self.field_winners.get(field, "manual")
 
 
 class ExtractionSettings(_Strict):
@@ -151,6 +182,7 @@ class MailbridgeConfig(_Strict):
     esp_accounts: list[EspAccount]
     list_links: list[ListLink]
     crm: CrmConfig
+    field_mappings: list[FieldMapping] = Field(default_factory=list)
     policy: Policy = Policy()
     extraction: ExtractionSettings = ExtractionSettings()
     warehouse: str = ".mailbridge/warehouse.duckdb"
@@ -175,6 +207,12 @@ class MailbridgeConfig(_Strict):
                     f"list_links[{index}].esp_account: no ESP account named {link.esp_account!r}; "
                     f"configured accounts: {', '.join(names) or 'none'}"
                 )
+        fields = [*STANDARD_FIELDS, *(mapping.name for mapping in self.field_mappings)]
+        if len(set(fields)) != len(fields):
+            raise ValueError(f"field_mappings: names must be unique and not one of {', '.join(STANDARD_FIELDS)}")
+        unknown = sorted(set(self.policy.field_winners) - set(fields))
+        if unknown:
+            raise ValueError(f"policy.field_winners: unknown field {unknown[0]!r}; fields are {', '.join(fields)}")
         return self
 
     def account(self, name: str) -> EspAccount:

@@ -70,6 +70,39 @@ def email_keys(addresses: Iterable[str | None]) -> tuple[pa.Array, pa.Array]:
     return pa.array(keys, type=pa.string()), pa.array(errors, type=pa.string())
 
 
+def domain_key(domain: str) -> str:
+    """The match form of a domain: NFC, punycode, lower-cased; raises InvalidEmail."""
+    key = email_key(f"x@{domain.strip()}")
+    return key.partition("@")[2]
+
+
+def blocklist_keys(entries: Iterable[str | None]) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """Keys of blocklist entries: an address gets an email key, `*@domain` a domain key."""
+    keys: list[str | None] = []
+    domains: list[str | None] = []
+    errors: list[str | None] = []
+    for entry in entries:
+        text = (entry or "").strip()
+        if text.startswith("*@"):
+            try:
+                domains.append(domain_key(text[2:]))
+                errors.append(None)
+            except InvalidEmail as error:
+                domains.append(None)
+                errors.append(error.reason)
+            keys.append(None)
+            continue
+        result = try_email_key(entry)
+        keys.append(result.key)
+        domains.append(None)
+        errors.append(result.error)
+    return (
+        pa.array(keys, type=pa.string()),
+        pa.array(domains, type=pa.string()),
+        pa.array(errors, type=pa.string()),
+    )
+
+
 def with_email_key(table: pa.Table, address_column: str) -> pa.Table:
     """Append `email_key` and `email_error` columns computed from `address_column`."""
     keys, errors = email_keys(table.column(address_column).to_pylist())

@@ -50,7 +50,12 @@ def extractions(config: MailbridgeConfig, *, full_refresh: bool, run_id: str) ->
     yield Extraction(
         "crm",
         make_pipeline(config, "crm", CRM_DATASET),
-        crm_source(config.crm.connection_url(config.base_dir), config.crm, run_id=run_id),
+        crm_source(
+            config.crm.connection_url(config.base_dir),
+            config.crm,
+            run_id=run_id,
+            field_mappings=config.field_mappings,
+        ),
     )
     for esp_type in sorted({account.type for account in config.esp_accounts}):
         esp = connector(esp_type)

@@ -8,7 +8,7 @@ import dlt
 import pyarrow as pa
 from dlt.sources import DltResource
 
-from mailbridge.config import MailbridgeConfig
+from mailbridge.config import STANDARD_FIELDS, MailbridgeConfig
 
 
 @dlt.source(name="mailbridge", max_table_nesting=0)
@@ -30,7 +30,36 @@ def settings_source(config: MailbridgeConfig) -> Iterator[DltResource]:
             ("max_connections", pa.int64()),
         ]
     )
-    policy = config.policy.model_dump()
+    policy = {
+        "transmit_new_members": config.policy.transmit_new_members,
+        "doi_grace_period_days": config.policy.doi_grace_period_days,
+        "email_change_is_consent": config.policy.email_change_is_consent,
+    }
+    policy_schema = pa.schema(
+        [
+            ("transmit_new_members", pa.bool_()),
+            ("doi_grace_period_days", pa.int64()),
+            ("email_change_is_consent", pa.bool_()),
+        ]
+    )
+    # every compared field with its winner; standard fields come first, mapped ones after
+    fields = [
+        {"field_name": name, "is_standard": True, "esp_field": None, "field_type": "text"} for name in STANDARD_FIELDS
+    ] + [
+        {"field_name": m.name, "is_standard": False, "esp_field": m.esp_field, "field_type": m.type}
+        for m in config.field_mappings
+    ]
+    for field in fields:
+        field["winner"] = config.policy.winner(str(field["field_name"]))
+    field_schema = pa.schema(
+        [
+            ("field_name", pa.string()),
+            ("is_standard", pa.bool_()),
+            ("esp_field", pa.string()),
+            ("field_type", pa.string()),
+            ("winner", pa.string()),
+        ]
+    )
     yield dlt.resource(
         [pa.Table.from_pylist(links, schema=link_schema)],
         name="list_links",
@@ -43,4 +72,12 @@ def settings_source(config: MailbridgeConfig) -> Iterator[DltResource]:
         primary_key="esp_account",
         write_disposition="replace",
     )
-    yield dlt.resource([pa.Table.from_pylist([policy])], name="policy", write_disposition="replace")
+    yield dlt.resource(
+        [pa.Table.from_pylist([policy], schema=policy_schema)], name="policy", write_disposition="replace"
+    )
+    yield dlt.resource(
+        [pa.Table.from_pylist(fields, schema=field_schema)],
+        name="field_policies",
+        primary_key="field_name",
+        write_disposition="replace",
+    )

@@ -20,7 +20,15 @@ import polars as pl
 
 from sandbox.scenario import TABLE_SCHEMAS, EspAccountSpec, EspListSpec, LinkSpec, Scenario
 
-REFERENCE_TIME = datetime(2026, 11, 1, tzinfo=UTC)
+DOI_GRACE_DAYS = 14
+BLOCKED_DOMAIN = "werbung-verboten.de"
+
+
+def today_utc() -> datetime:
+    """Midnight UTC today: generated worlds are relative to it, so DOI grace periods hold."""
+    now = datetime.now(UTC)
+    return datetime(now.year, now.month, now.day, tzinfo=UTC)
+
 
 ACCOUNTS = (
     EspAccountSpec(
@@ -51,7 +59,7 @@ LINK_SHARE = {"newsletter_main": 0.7, "product_news_main": 0.3, "shop_news": 0.2
 
 # membership cases: weight, and the result the reconciliation must give
 CASE_WEIGHTS: dict[str, float] = {
-    "both_subscribed": 0.66,
+    "both_subscribed": 0.65,
     "both_unsubscribed": 0.05,
     "esp_optout_newer": 0.04,
     "crm_optout_newer": 0.03,
@@ -64,30 +72,38 @@ CASE_WEIGHTS: dict[str, float] = {
     "esp_only_known_contact": 0.02,
     "hard_bounce": 0.01,
     "soft_bounce": 0.02,
-    "pending_doi": 0.01,
+    "pending_doi_within_grace": 0.005,
+    "pending_doi_past_grace": 0.005,
+    "equal_time_esp_optout": 0.005,
+    "equal_time_crm_optout": 0.005,
     "mixed_case": 0.03,
     "idn_domain": 0.02,
 }
 CASE_RESULTS: dict[str, str] = {
     "both_subscribed": "in_sync",
     "both_unsubscribed": "in_sync",
-    "esp_optout_newer": "conflict",
-    "crm_optout_newer": "conflict",
-    "crm_resubscribe_newer": "conflict",
-    "esp_resubscribe_newer": "conflict",
+    "esp_optout_newer": "esp_newer",
+    "crm_optout_newer": "conflict",  # the CRM's opt-out is newer: recommended unsubscribe at the ESP
+    "crm_resubscribe_newer": "conflict",  # recommended start_doi, never a plain subscribe
+    "esp_resubscribe_newer": "esp_newer",
     "name_differs": "conflict",
     "salutation_differs": "conflict",
     "crm_only_subscribed": "not_in_esp",
     "crm_only_unsubscribed": "in_sync",
     "esp_only_known_contact": "new_in_list",
-    "hard_bounce": "conflict",
+    "hard_bounce": "esp_newer",
     "soft_bounce": "in_sync",
-    "pending_doi": "conflict",
+    "pending_doi_within_grace": "in_sync",
+    "pending_doi_past_grace": "conflict",
+    "equal_time_esp_optout": "esp_newer",  # equal times: the opt-out wins
+    "equal_time_crm_optout": "conflict",  # equal times: the opt-out wins, recommended unsubscribe
     "mixed_case": "in_sync",
     "idn_domain": "in_sync",
     # contact-level drift
     "blocklisted": "blocked",
+    "blocked_domain": "blocked",
     "invalid_email": "invalid_email",
+    "email_changed": "email_changed",
     "esp_only_signup": "new_contact",
 }
 # contact-level drift rates
@@ -95,6 +111,7 @@ RATE_BLOCKLISTED = 0.005
 RATE_INVALID = 0.005
 RATE_DUPLICATE = 0.01
 RATE_EMAIL_CHANGED = 0.01
+RATE_BLOCKED_DOMAIN = 0.003
 RATE_ESP_ONLY_SIGNUP = 0.03
 
 FIRST_NAMES = (
@@ -211,12 +228,22 @@ class Columns:
         return pl.DataFrame(self.data, schema=TABLE_SCHEMAS[self.table])
 
 
-def generate_scenario(contacts: int = 10_000, seed: int = 42, campaigns: int = 2) -> Scenario:
-    """A demo world of `contacts` CRM contacts with known drift and its expected counts."""
+def generate_scenario(
+    contacts: int = 10_000,
+    seed: int = 42,
+    campaigns: int = 2,
+    reference_time: datetime | None = None,
+    doi_grace_days: int = DOI_GRACE_DAYS,
+) -> Scenario:
+    """A demo world of `contacts` CRM contacts with known drift and its expected counts.
+
+    Times are relative to `reference_time` (default: midnight UTC today); pending double
+    opt-ins inside and past the grace period hold when it is reconciled within two days.
+    """
     if contacts < 1:
         raise ValueError("contacts must be at least 1")
     rng = random.Random(seed)
-    ref = REFERENCE_TIME
+    ref = reference_time or today_utc()
     tables = {name: Columns(name) for name in TABLE_SCHEMAS}
     expected: dict[str, Counter[str]] = {link.id: Counter() for link in LINKS}
     esp_list_of = {link.id: (link.esp_account, link.esp_list_id) for link in LINKS}
@@ -271,6 +298,7 @@ def generate_scenario(contacts: int = 10_000, seed: int = 42, campaigns: int = 2
     case_names = list(CASE_WEIGHTS)
     case_weights = list(CASE_WEIGHTS.values())
     next_contact_id = contacts + 1
+    blocked_domain_used = False
 
     for contact_id in range(1, contacts + 1):
         p = person(contact_id)
@@ -284,6 +312,9 @@ def generate_scenario(contacts: int = 10_000, seed: int = 42, campaigns: int = 2
             contact_case = "blocklisted"
         elif roll < RATE_INVALID + RATE_BLOCKLISTED + RATE_EMAIL_CHANGED:
             contact_case = "email_changed"
+        elif roll < RATE_INVALID + RATE_BLOCKLISTED + RATE_EMAIL_CHANGED + RATE_BLOCKED_DOMAIN:
+            contact_case = "blocked_domain"
+            p.crm_email = p.esp_email = f"{p.crm_email.split('@')[0]}@{BLOCKED_DOMAIN}"
         links = [link for link in LINKS if rng.random() < LINK_SHARE[link.id]]
         if not links and contact_case is None and rng.random() < 0.5:
             links = [LINKS[0]]
@@ -298,7 +329,7 @@ def generate_scenario(contacts: int = 10_000, seed: int = 42, campaigns: int = 2
             modified = changed_at
         cases_of_contact: dict[str, str] = {}
         for link in links:
-            if contact_case in ("invalid_email", "blocklisted", "email_changed"):
+            if contact_case is not None:
                 case = contact_case
             else:
                 case = case_names[rng.choices(range(len(case_names)), case_weights)[0]]
@@ -324,15 +355,26 @@ def generate_scenario(contacts: int = 10_000, seed: int = 42, campaigns: int = 2
             tables["crm_blocklist"].add(
                 email=shout(p.crm_email), blocked_at=moment(60, 1), reason="Widerspruch per Telefon"
             )
+        if contact_case == "blocked_domain":
+            blocked_domain_used = True
+        # a second CRM record of the same person in the first list; who speaks for the address:
+        # - both records carry the ESP's name: names do not decide, the lowest id does (warning)
+        # - only the original carries it: the name decides for the original
+        # - the original's name differs from the ESP's, the duplicate's matches: the duplicate wins
         first_case = cases_of_contact.get(links[0].id) if links else None
-        if first_case in ("both_subscribed", "soft_bounce") and rng.random() < RATE_DUPLICATE:
-            # a second CRM record of the same person: lowest contact id speaks for the address
+        winner_by_name: dict[str, int] = {}
+        if first_case in ("both_subscribed", "soft_bounce", "name_differs") and rng.random() < RATE_DUPLICATE:
             duplicate_id = next_contact_id
             next_contact_id += 1
+            if first_case == "name_differs":
+                duplicate_first = p.first_name[:1] + "."
+                winner_by_name[links[0].id] = duplicate_id
+            else:
+                duplicate_first = p.first_name if rng.random() < 0.5 else "Zweitkontakt"
             tables["crm_contacts"].add(
                 contact_id=duplicate_id,
                 email=shout(p.crm_email),
-                first_name=p.first_name,
+                first_name=duplicate_first,
                 last_name=p.last_name,
                 salutation=p.salutation,
                 modified_at=moment(),
@@ -388,21 +430,33 @@ def generate_scenario(contacts: int = 10_000, seed: int = 42, campaigns: int = 2
             elif case == "hard_bounce":
                 add_crm_assignment(contact_id, crm_list, "subscribed", base)
                 add_esp_member(link.id, p, "cleaned", ref - timedelta(days=19, hours=rng.randint(1, 20)))
-            elif case == "pending_doi":
-                add_crm_assignment(contact_id, crm_list, "subscribed", ref - timedelta(days=rng.randint(1, 30)))
-                add_esp_member(link.id, p, "pending", ref - timedelta(days=rng.randint(1, 30)))
-            elif case == "blocklisted":
+            elif case in ("pending_doi_within_grace", "pending_doi_past_grace"):
+                days = (
+                    rng.randint(1, max(doi_grace_days - 3, 1))
+                    if case == "pending_doi_within_grace"
+                    else rng.randint(doi_grace_days + 3, doi_grace_days + 40)
+                )
+                subscribed_at = ref - timedelta(days=days, seconds=rng.randint(0, 3600))
+                add_crm_assignment(contact_id, crm_list, "subscribed", subscribed_at)
+                add_esp_member(link.id, p, "pending", subscribed_at + timedelta(minutes=2))
+            elif case == "equal_time_esp_optout":
+                add_crm_assignment(contact_id, crm_list, "subscribed", base)
+                add_esp_member(link.id, p, "unsubscribed", base)
+            elif case == "equal_time_crm_optout":
+                add_crm_assignment(contact_id, crm_list, "unsubscribed", base)
+                add_esp_member(link.id, p, "subscribed", base)
+            elif case in ("blocklisted", "blocked_domain", "email_changed"):
+                # email_changed: the former address is at the ESP, the CRM holds the new one
                 add_crm_assignment(contact_id, crm_list, "subscribed", base)
                 add_esp_member(link.id, p, "subscribed", base)
-            elif case == "email_changed":
-                # the old address is at the ESP, the CRM holds the new one: today a new_contact
-                # (old address) plus a not_in_esp (new address)
-                add_crm_assignment(contact_id, crm_list, "subscribed", base)
-                add_esp_member(link.id, p, "subscribed", base)
-                expect(link.id, p.esp_email, None, case, "new_contact")
-                expect(link.id, p.crm_email, contact_id, case, "not_in_esp")
-                continue
-            expect(link.id, p.crm_email, contact_id, case, CASE_RESULTS[case])
+            result = CASE_RESULTS[case]
+            speaker = winner_by_name.get(link.id, contact_id)
+            if speaker != contact_id:
+                result = "in_sync"  # the duplicate's name matches the ESP's and it is subscribed
+            expect(link.id, p.crm_email, speaker, case, result)
+
+    if blocked_domain_used:
+        tables["crm_blocklist"].add(email=f"*@{shout(BLOCKED_DOMAIN)}", blocked_at=ref, reason="Domain gesperrt")
 
     # people who signed up at the ESP and are unknown to the CRM
     for index in range(int(contacts * RATE_ESP_ONLY_SIGNUP)):
@@ -412,7 +466,7 @@ def generate_scenario(contacts: int = 10_000, seed: int = 42, campaigns: int = 2
         expect(link.id, p.esp_email, None, "esp_only_signup", "new_contact")
 
     members = tables["esp_members"].frame()
-    _add_campaigns(tables, members, rng, campaigns, soft_bouncers)
+    _add_campaigns(tables, members, rng, campaigns, soft_bouncers, ref)
 
     crm_lists = Columns("crm_lists")
     for list_id, name in CRM_LISTS:
@@ -422,7 +476,7 @@ def generate_scenario(contacts: int = 10_000, seed: int = 42, campaigns: int = 2
     frames["esp_members"] = members
     return Scenario(
         name=f"demo-{contacts}",
-        description=f"Generated demo world: {contacts} CRM contacts, seed {seed}.",
+        description=f"Generated demo world: {contacts} CRM contacts, seed {seed}, as of {ref:%Y-%m-%d}.",
         reference_time=ref,
         accounts=list(ACCOUNTS),
         links=list(LINKS),
@@ -432,10 +486,14 @@ def generate_scenario(contacts: int = 10_000, seed: int = 42, campaigns: int = 2
 
 
 def _add_campaigns(
-    tables: dict[str, Columns], members: pl.DataFrame, rng: random.Random, campaigns: int, soft_bouncers: set[str]
+    tables: dict[str, Columns],
+    members: pl.DataFrame,
+    rng: random.Random,
+    campaigns: int,
+    soft_bouncers: set[str],
+    ref: datetime,
 ) -> None:
     """Sent campaigns per ESP list, with recipients and their opens, clicks and bounces."""
-    ref = REFERENCE_TIME
     for account in ACCOUNTS:
         for esp_list in account.lists:
             in_list = members.filter((pl.col("account") == account.name) & (pl.col("list_id") == esp_list.id))

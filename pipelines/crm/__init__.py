@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,8 +15,8 @@ import pyarrow as pa
 import sqlalchemy as sa
 from dlt.sources import DltResource
 
-from mailbridge.config import ConfigError, CrmConfig, TableMapping
-from mailbridge.email_key import with_email_key
+from mailbridge.config import ConfigError, CrmConfig, FieldMapping, TableMapping
+from mailbridge.email_key import blocklist_keys, with_email_key
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -102,7 +104,13 @@ def _as_utc(value: Any, zone: ZoneInfo) -> datetime | None:
 
 
 @dlt.source(name="crm", max_table_nesting=0)
-def crm_source(url: str, crm: CrmConfig, run_id: str = "manual", chunk_size: int = 50_000) -> Iterator[DltResource]:
+def crm_source(
+    url: str,
+    crm: CrmConfig,
+    run_id: str = "manual",
+    field_mappings: Sequence[FieldMapping] = (),
+    chunk_size: int = 50_000,
+) -> Iterator[DltResource]:
     """The CRM's contacts, lists, assignments, blocklist and address history, in canonical names.
 
     Each run reads the tables whole and replaces the raw copies. Rows that cannot be read
@@ -127,6 +135,8 @@ def crm_source(url: str, crm: CrmConfig, run_id: str = "manual", chunk_size: int
             columns = [
                 table.c[column].label(field) for field, column in mapping.columns.items() if field in FIELDS[entity]
             ]
+            if entity == "contacts":
+                columns += [_mapped_column(table, m) for m in field_mappings]
             order = [table.c[mapping.columns[key]] for key in PRIMARY_KEYS[entity] if key in mapping.columns]
             query = sa.select(*columns).order_by(*order)
             with engine.connect() as connection:
@@ -137,6 +147,7 @@ def crm_source(url: str, crm: CrmConfig, run_id: str = "manual", chunk_size: int
                     if not chunk and rows_read:
                         break
                     data: dict[str, list[Any]] = {field: [] for field in fields}
+                    custom: list[str] = []
                     for row in chunk:
                         rows_read += 1
                         record = row._asdict()
@@ -156,9 +167,18 @@ def crm_source(url: str, crm: CrmConfig, run_id: str = "manual", chunk_size: int
                             continue
                         for field in fields:
                             data[field].append(record.get(field))
+                        if entity == "contacts":
+                            custom.append(json.dumps({m.name: _json_value(record.get(m.name)) for m in field_mappings}))
                     arrow = pa.Table.from_pydict(data, schema=schema)
-                    if entity in EMAIL_COLUMNS:
+                    if entity == "blocklist":
+                        keys, domains, errors = blocklist_keys(data["email"])
+                        arrow = arrow.append_column("email_key", keys).append_column("blocked_domain", domains)
+                        arrow = arrow.append_column("email_error", errors)
+                    elif entity in EMAIL_COLUMNS:
                         arrow = with_email_key(arrow, EMAIL_COLUMNS[entity])
+                    if entity == "contacts":
+                        arrow = arrow.append_column("custom_fields", pa.array(custom, type=pa.string()))
+                        arrow = arrow.append_column("row_hash", _row_hashes(arrow))
                     yield arrow
         finally:
             engine.dispose()
@@ -179,11 +199,46 @@ def crm_source(url: str, crm: CrmConfig, run_id: str = "manual", chunk_size: int
         yield _log_row(pa.Table.from_pylist([record], schema=EXTRACTION_SCHEMA), "extractions", ("run_id", "entity"))
 
     def resource(entity: str) -> DltResource:
+        if entity == "contacts":
+            # every version of a contact is kept (scd2): the address history email changes show in
+            return dlt.resource(
+                read(entity),
+                name=entity,
+                write_disposition={"disposition": "merge", "strategy": "scd2", "row_version_column_name": "row_hash"},
+            )
         return dlt.resource(read(entity), name=entity, primary_key=PRIMARY_KEYS[entity], write_disposition="replace")
 
     for entity in ("contacts", "lists", "assignments", "blocklist", "email_history"):
         if getattr(crm, entity) is not None:
             yield resource(entity)
+
+
+def _row_hashes(table: pa.Table) -> pa.Array:
+    """A version hash per contact row: a new one whenever any of its values changes."""
+    columns = [table.column(name).to_pylist() for name in table.column_names]
+    hashes = [
+        hashlib.blake2b(json.dumps(row, default=str).encode("utf-8"), digest_size=16).hexdigest()
+        for row in zip(*columns, strict=True)
+    ]
+    return pa.array(hashes, type=pa.string())
+
+
+def _mapped_column(table: sa.Table, mapping: FieldMapping) -> Any:
+    if mapping.crm_column not in table.c:
+        raise ConfigError(
+            f"field_mappings[{mapping.name}].crm_column: table {table.name!r} has no column {mapping.crm_column!r} "
+            f"(it has: {', '.join(table.c.keys())}). Fix the mapping in mailbridge.yaml."
+        )
+    return table.c[mapping.crm_column].label(mapping.name)
+
+
+def _json_value(value: Any) -> Any:
+    """Mapped field values as JSON: text, numbers and booleans as they are, the rest as text."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def _log_row(table: pa.Table, table_name: str, primary_key: tuple[str, ...]) -> Any:
@@ -201,7 +256,7 @@ def _normalise(entity: str, record: dict[str, Any], statuses: dict[str, str], zo
                 record[field] = _as_utc(value, zone)
             except ValueError as error:
                 return field, str(error)
-        elif value is not None and not isinstance(value, str):
+        elif dtype is not None and value is not None and not isinstance(value, str):
             record[field] = str(value)
     if entity == "assignments":
         value = record.get("status")

@@ -9,6 +9,7 @@ from typing import Any
 
 import dlt
 import pyarrow as pa
+import pyarrow.compute as pc
 from dlt.sources import DltResource
 
 from mailbridge.config import EspAccount, ExtractionSettings
@@ -129,6 +130,21 @@ UNSUBSCRIBED_SCHEMA = pa.schema(
 )
 
 
+ADDRESS_HINTS = dlt.mark.make_hints(
+    table_name="member_addresses",
+    write_disposition="merge",
+    primary_key=(ACCOUNT_KEY, "list_id", "contact_id", "id"),
+)
+
+
+def member_addresses(members: pa.Table, seen_at: datetime) -> Any:
+    """Every address each ESP contact has had in a list: where address changes at the ESP show."""
+    addresses = members.select([ACCOUNT_KEY, "list_id", "contact_id", "id", "email_address", "email_key"])
+    addresses = addresses.filter(pc.is_valid(addresses.column("contact_id")))
+    seen = pa.array([seen_at] * addresses.num_rows, type=TS)
+    return dlt.mark.with_hints(addresses.append_column("last_seen_at", seen), ADDRESS_HINTS, create_table_variant=True)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -245,12 +261,13 @@ def mailchimp_source(
                         if not fresh:
                             continue
                         table = members_table(account.name, list_id, fresh, extraction_id)
-                        page_newest = pa.compute.max(table.column("last_changed")).as_py()
+                        page_newest = pc.max(table.column("last_changed")).as_py()
                         if page_newest is not None and (newest is None or page_newest > newest):
                             newest = page_newest
                         record["members_fetched"] = len(seen)
                         yielded = True
                         yield table
+                        yield member_addresses(table, record["started_at"])
                 except EspAuthError:
                     raise
                 except EspApiError as error:
@@ -269,8 +286,10 @@ def mailchimp_source(
                     ),
                     create_table_variant=True,
                 )
-        if not yielded:  # so the raw table exists even when no member changed
-            yield members_table("", "", [], "")
+        if not yielded:  # so the raw tables exist even when no member changed
+            empty = members_table("", "", [], "")
+            yield empty
+            yield member_addresses(empty, _now())
 
     @dlt.resource(name="campaigns", primary_key=(ACCOUNT_KEY, "id"), write_disposition="merge")
     def campaigns() -> Iterator[pa.Table]:

@@ -562,8 +562,31 @@ class MailchimpEmulator:
         body = await self._json_body(request)
         body.setdefault("email_address", member.email_address)
         with self.state.lock:
+            if subscriber_hash(str(body["email_address"])) != member.id:
+                member = self._change_address(mailchimp_list, member, body["email_address"])
             updated, _ = self.upsert_member(mailchimp_list, body, allow_update=True, allow_create=False)
             return updated.as_json()
+
+    def _change_address(self, mailchimp_list: MailchimpList, member: Member, new_address: Any) -> Member:
+        """PATCH with another email_address: the member moves to the new id, its contact_id stays."""
+        if not valid_address(new_address):
+            raise MailchimpError(
+                400,
+                "Invalid Resource",
+                f"{new_address} looks fake or invalid, please enter a real email address.",
+                [{"field": "email_address", "message": "This value is not a valid email address."}],
+            )
+        new_id = subscriber_hash(str(new_address))
+        if new_id in mailchimp_list.members:
+            raise MailchimpError(400, "Member Exists", f"{new_address} is already a list member.")
+        del mailchimp_list.members[member.id]
+        member.id = new_id
+        member.email_address = str(new_address).strip()
+        member.unique_email_id = new_id[:10]
+        member.last_changed = utcnow()
+        mailchimp_list.members[new_id] = member
+        mailchimp_list.touch()
+        return member
 
     async def archive_member(self, request: Request, account: Account) -> Any:
         mailchimp_list, member, _ = self._member(account, request)

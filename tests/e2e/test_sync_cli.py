@@ -89,16 +89,75 @@ def test_full_then_incremental_sync_through_dagster(tmp_path: Path, serve_mailch
             "where list_link_id = 'newsletter_main' and esp_member_id in ({})".format(",".join("?" * 5)),
             [m.id for m in chosen],
         ).fetchall()
-    assert sorted(rows) == sorted((m.id, "unsubscribed", "conflict") for m in chosen)
+    assert sorted(rows) == sorted((m.id, "unsubscribed", "esp_newer") for m in chosen)
     counts = mart_counts(tmp_path / "wh.duckdb")
     assert counts["newsletter_main"]["in_sync"] == scenario.expected["newsletter_main"]["in_sync"] - 5
-    assert counts["newsletter_main"]["conflict"] == scenario.expected["newsletter_main"]["conflict"] + 5
+    assert counts["newsletter_main"]["esp_newer"] == scenario.expected["newsletter_main"]["esp_newer"] + 5
+
+    # an address changes in the CRM, another at the ESP: one email_changed row each
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as db:
+        pairs = db.execute(
+            "select crm_contact_id, esp_member_id, email_key from marts.fct_list_reconciliation "
+            "where list_link_id = 'newsletter_main' and result = 'in_sync' and esp_status = 'subscribed' "
+            "and crm_contact_id in (select crm_contact_id from marts.fct_list_reconciliation "
+            "group by 1 having count(*) = 1) order by crm_contact_id limit 2"
+        ).fetchall()
+    (crm_changed, _, crm_old_key), (esp_changed, esp_member, esp_old_key) = pairs
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(config.crm.connection_url(config.base_dir))
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("update kontakte set email_adresse = :email where kontakt_id = :id"),
+            {"email": "neue.adresse@beispiel.de", "id": int(crm_changed)},
+        )
+    engine.dispose()
+    assert (
+        api.patch(f"lists/nl0001/members/{esp_member}", json={"email_address": "umgezogen@beispiel.de"}).status_code
+        == 200
+    )
+
+    changed = mailbridge("sync", "--incremental", "-c", str(config_file), env=env)
+    assert changed.returncode == 0, changed.stderr + changed.stdout
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as db:
+        rows = db.execute(
+            "select crm_contact_id, email_key, former_email_key, result, rule, recommended_action "
+            "from marts.fct_list_reconciliation where crm_contact_id in (?, ?) and list_link_id = 'newsletter_main'",
+            [crm_changed, esp_changed],
+        ).fetchall()
+        stray = db.execute(
+            "select count(*) from marts.fct_list_reconciliation where email_key in (?, ?, ?, ?) "
+            "and result in ('new_contact', 'not_in_esp')",
+            ["neue.adresse@beispiel.de", "umgezogen@beispiel.de", crm_old_key, esp_old_key],
+        ).fetchone()[0]
+    assert sorted(rows) == sorted(
+        [
+            (
+                crm_changed,
+                "neue.adresse@beispiel.de",
+                crm_old_key,
+                "email_changed",
+                "email_changed_in_crm",
+                "change_address_doi",
+            ),
+            (
+                esp_changed,
+                "umgezogen@beispiel.de",
+                esp_old_key,
+                "email_changed",
+                "email_changed_at_esp",
+                "update_crm_email",
+            ),
+        ]
+    )
+    assert stray == 0
 
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
     os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
     runs = DagsterInstance.get().get_runs(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
     assert {run.job_name for run in runs} == {"full_sync", "incremental_sync"}
+    assert len(runs) == 3
 
 
 def test_wrong_api_key_fails_the_sync_with_a_clear_message(

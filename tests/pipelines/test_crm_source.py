@@ -65,8 +65,12 @@ def test_crm_tables_load_with_canonical_names_and_keys(tmp_path: Path, crm_url: 
         assert invalid > 0
         errors = db.execute("select count(*) from raw_crm.contacts where email_key is null and email_error is null")
         assert errors.fetchone()[0] == 0
-        blocked = db.execute("select count(*) from raw_crm.blocklist where email_key = lower(email_key)").fetchone()[0]
+        blocked = db.execute(
+            "select count(*) from raw_crm.blocklist where email_key = lower(email_key) or blocked_domain is not null"
+        ).fetchone()[0]
         assert blocked == scenario.table("crm_blocklist").height
+        domains = db.execute("select blocked_domain from raw_crm.blocklist where blocked_domain is not null").fetchall()
+        assert domains == [("werbung-verboten.de",)]
         tz = db.execute("select typeof(status_changed_at) from raw_crm.assignments limit 1").fetchone()[0]
         assert tz == "TIMESTAMP WITH TIME ZONE"
         history = db.execute("select count(*) from raw_crm.email_history").fetchone()[0]

@@ -28,7 +28,8 @@ final as (
         assignments.crm_task,
         contacts.first_name,
         contacts.last_name,
-        contacts.salutation
+        contacts.salutation,
+        contacts.custom_fields
 
     from assignments
     inner join contacts on assignments.crm_contact_id = contacts.crm_contact_id

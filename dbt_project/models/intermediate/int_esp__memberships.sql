@@ -5,10 +5,25 @@ with
 unioned as (
 
     {{ union_models('esp_membership_models', [
-        'esp_type', 'esp_account', 'esp_list_id', 'esp_member_id', 'email_address', 'email_key',
-        'email_error', 'status', 'esp_status', 'status_changed_at', 'first_name', 'last_name',
-        'salutation', 'signed_up_at', 'opted_in_at', 'opt_in_ip', 'unsubscribe_reason',
+        'esp_type', 'esp_account', 'esp_list_id', 'esp_member_id', 'esp_contact_id', 'email_address',
+        'email_key', 'email_error', 'status', 'esp_status', 'status_changed_at', 'first_name', 'last_name',
+        'salutation', 'custom_fields', 'signed_up_at', 'opted_in_at', 'opt_in_ip', 'unsubscribe_reason',
     ]) }}
+
+),
+
+current_records as (
+
+    select
+        *,
+        -- an incremental read merges on member id; after an address change at the ESP the old
+        -- record stays behind under the same contact: the newest record of a contact is the one
+        row_number() over (
+            partition by esp_account, esp_list_id, coalesce(esp_contact_id, esp_member_id)
+            order by status_changed_at desc, esp_member_id
+        ) as contact_rank
+
+    from unioned
 
 ),
 
@@ -25,7 +40,8 @@ ranked as (
             partition by esp_account, esp_list_id, coalesce(email_key, esp_member_id)
         ) as records_with_key
 
-    from unioned
+    from current_records
+    where contact_rank = 1
 
 ),
 
@@ -36,6 +52,7 @@ final as (
         esp_account,
         esp_list_id,
         esp_member_id,
+        esp_contact_id,
         email_address,
         email_key,
         email_error,
@@ -45,6 +62,7 @@ final as (
         first_name,
         last_name,
         salutation,
+        custom_fields,
         signed_up_at,
         opted_in_at,
         opt_in_ip,

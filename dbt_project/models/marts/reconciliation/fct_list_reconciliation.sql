@@ -1,7 +1,14 @@
 -- The reconciliation of every linked CRM list with its ESP list: one row per list link and
--- email key (invalid CRM addresses: one row per contact), with the result, the rule that
--- decided it and the recommended action.
+-- email key (an invalid CRM address: one row per contact), with the result, the rule that
+-- decided it, the status both sides should end with and the recommended action.
+-- The rules are DESIGN.md's; they read only the canonical intermediate models.
 with
+
+pairs as (
+
+    select * from {{ ref('int_reconciliation__pairs') }}
+
+),
 
 links as (
 
@@ -11,25 +18,27 @@ links as (
 
 policy as (
 
-    select transmit_new_members from {{ source('mailbridge', 'policy') }}
-
-),
-
-crm_memberships as (
-
-    select * from {{ ref('int_crm__memberships') }}
-
-),
-
-esp_memberships as (
-
-    select * from {{ ref('int_esp__memberships') }}
+    select * from {{ ref('stg_mailbridge__policy') }}
 
 ),
 
 extractions as (
 
     select * from {{ ref('int_esp__list_extractions') }}
+
+),
+
+blocked_keys as (
+
+    select distinct email_key from {{ ref('stg_crm__blocklist') }}
+    where email_key is not null
+
+),
+
+blocked_domains as (
+
+    select distinct blocked_domain from {{ ref('stg_crm__blocklist') }}
+    where blocked_domain is not null
 
 ),
 
@@ -40,124 +49,114 @@ crm_keys as (
 
 ),
 
-blocklist as (
-
-    select distinct email_key from {{ ref('stg_crm__blocklist') }}
-    where email_key is not null
-
-),
-
-crm_side as (
+field_differences as (
 
     select
-        links.list_link_id,
-        crm_memberships.*,
-        -- several contacts with one key: the lowest contact id speaks for the address
-        row_number() over (
-            partition by links.list_link_id, coalesce(crm_memberships.email_key, crm_memberships.crm_contact_id)
-            order by length(crm_memberships.crm_contact_id), crm_memberships.crm_contact_id
-        ) as key_rank
+        list_link_id,
+        email_key,
+        {{ dbt.listagg(
+            "concat(field_name, ' (crm: ', coalesce(crm_value, ''), ', esp: ', coalesce(esp_value, ''), ')')",
+            "'; '",
+            "order by field_name"
+        ) }} as differing_fields,
+        sum(case when winner = 'crm' then 1 else 0 end) as crm_wins,
+        sum(case when winner = 'esp' then 1 else 0 end) as esp_wins,
+        count(*) as differences
 
-    from links
-    inner join crm_memberships on links.crm_list_id = crm_memberships.crm_list_id
-
-),
-
-esp_side as (
-
-    select
-        links.list_link_id,
-        esp_memberships.*
-
-    from links
-    inner join esp_memberships
-        on links.esp_account = esp_memberships.esp_account
-        and links.esp_list_id = esp_memberships.esp_list_id
-
-),
-
-joined as (
-
-    select
-        coalesce(crm_side.list_link_id, esp_side.list_link_id) as list_link_id,
-        coalesce(crm_side.email_key, esp_side.email_key) as email_key,
-        coalesce(crm_side.email_address, esp_side.email_address) as email_address,
-        crm_side.crm_contact_id,
-        crm_side.email_error as crm_email_error,
-        crm_side.status as crm_status,
-        crm_side.status_changed_at as crm_status_changed_at,
-        crm_side.status_set_by as crm_status_set_by,
-        crm_side.first_name as crm_first_name,
-        crm_side.last_name as crm_last_name,
-        crm_side.salutation as crm_salutation,
-        esp_side.esp_member_id,
-        esp_side.email_error as esp_email_error,
-        esp_side.status as esp_status,
-        esp_side.status_changed_at as esp_status_changed_at,
-        esp_side.first_name as esp_first_name,
-        esp_side.last_name as esp_last_name,
-        esp_side.salutation as esp_salutation,
-        crm_side.list_link_id is not null as in_crm,
-        esp_side.list_link_id is not null as in_esp
-
-    from (select * from crm_side where key_rank = 1) as crm_side
-    full outer join esp_side
-        on crm_side.list_link_id = esp_side.list_link_id
-        and crm_side.email_key = esp_side.email_key
+    from {{ ref('int_reconciliation__field_differences') }}
+    group by list_link_id, email_key
 
 ),
 
 compared as (
 
     select
-        joined.*,
+        pairs.*,
         links.crm_list_id,
         links.esp_account,
         links.esp_list_id,
         coalesce(extractions.is_completed, false) as is_extraction_complete,
-        blocklist.email_key is not null as is_blocked,
+        blocked_keys.email_key is not null or blocked_domains.blocked_domain is not null as is_blocked,
         crm_keys.email_key is not null as is_known_contact,
-        crm_status is distinct from esp_status as status_differs,
-        -- a field the ESP does not carry (null there) is not a difference, except names
-        case when in_crm and in_esp then concat_ws('; ',
-            case when {{ null_safe_differs('crm_first_name', 'esp_first_name') }}
-                then concat('first_name (crm: ', coalesce(crm_first_name, ''), ', esp: ', coalesce(esp_first_name, ''), ')') end,
-            case when {{ null_safe_differs('crm_last_name', 'esp_last_name') }}
-                then concat('last_name (crm: ', coalesce(crm_last_name, ''), ', esp: ', coalesce(esp_last_name, ''), ')') end,
-            case when esp_salutation is not null and {{ null_safe_differs('crm_salutation', 'esp_salutation') }}
-                then concat('salutation (crm: ', coalesce(crm_salutation, ''), ', esp: ', esp_salutation, ')') end,
-            case when crm_status is distinct from esp_status
-                then concat('status (crm: ', crm_status, ', esp: ', esp_status, ')') end
-        ) else '' end as differences
+        field_differences.differing_fields,
+        coalesce(field_differences.differences, 0) as field_difference_count,
+        coalesce(field_differences.crm_wins, 0) as crm_wins,
+        coalesce(field_differences.esp_wins, 0) as esp_wins,
+        pairs.crm_status in ('subscribed', 'bounced_soft') as crm_subscribed,
+        pairs.esp_status in ('subscribed', 'bounced_soft') as esp_subscribed,
+        -- equal times: the opt-out wins, so "newer" for an opt-out means "not older"
+        coalesce(pairs.esp_status_changed_at >= pairs.crm_status_changed_at, true) as esp_not_older,
+        coalesce(pairs.crm_status_changed_at >= pairs.esp_status_changed_at, true) as crm_not_older,
+        coalesce(pairs.esp_status_changed_at > pairs.crm_status_changed_at, false) as esp_newer_strictly,
+        coalesce(
+            {{ reconcile_as_of() }} <= pairs.crm_status_changed_at
+                + cast(policy.doi_grace_period_days as integer) * interval '1 day',
+            false
+        ) as within_doi_grace,
+        policy.transmit_new_members,
+        policy.email_change_is_consent
 
-    from joined
-    inner join links on joined.list_link_id = links.list_link_id
+    from pairs
+    inner join links on pairs.list_link_id = links.list_link_id
+    cross join policy
     left join extractions
         on links.esp_account = extractions.esp_account
         and links.esp_list_id = extractions.esp_list_id
-    left join blocklist on joined.email_key = blocklist.email_key
-    left join crm_keys on joined.email_key = crm_keys.email_key
+    left join blocked_keys on pairs.email_key = blocked_keys.email_key
+    left join blocked_domains
+        on {{ dbt.split_part('pairs.email_key', "'@'", 2) }} = blocked_domains.blocked_domain
+    left join crm_keys on pairs.email_key = crm_keys.email_key
+    left join field_differences
+        on pairs.list_link_id = field_differences.list_link_id
+        and pairs.email_key = field_differences.email_key
+
+),
+
+status_rules as (
+
+    select
+        *,
+        case
+            when not (in_crm and in_esp) or crm_status = esp_status then null
+            when crm_subscribed and esp_status = 'pending' then
+                case when within_doi_grace then 'doi_pending_within_grace' else 'doi_pending_past_grace' end
+            when crm_subscribed and not esp_subscribed then
+                case when esp_not_older then 'esp_optout_newer' else 'crm_subscribe_newer' end
+            when esp_subscribed and crm_status = 'pending' then 'esp_confirmed_crm_pending'
+            when esp_subscribed and not crm_subscribed then
+                case when crm_not_older then 'crm_optout_newer' else 'esp_subscribe_newer' end
+            -- both subscribed or both not, in different words (unsubscribed vs bounced_hard)
+            when esp_newer_strictly then 'esp_status_newer'
+        end as status_rule
+
+    from compared
 
 ),
 
 decided as (
 
     select
-        compared.*,
+        *,
         case
             when not is_extraction_complete then 'extraction_incomplete'
             when email_key is null then 'invalid_address'
             when is_blocked then 'blocklisted'
-            when in_crm and in_esp and differences = '' then 'both_agree'
-            when in_crm and in_esp then 'data_differ'
+            when changed_in = 'crm' then 'email_changed_in_crm'
+            when changed_in = 'esp' then 'email_changed_at_esp'
+            when in_crm and in_esp and status_rule is not null then status_rule
+            when in_crm and in_esp and field_difference_count = 0 then 'both_agree'
+            when in_crm and in_esp and crm_wins = field_difference_count then 'fields_differ_crm_wins'
+            when in_crm and in_esp and esp_wins = field_difference_count then 'fields_differ_esp_wins'
+            when in_crm and in_esp then 'fields_differ'
             when in_esp and esp_status = 'archived' then 'archived_at_esp_only'
             when in_esp and is_known_contact then 'esp_member_crm_contact'
             when in_esp then 'esp_member_unknown_to_crm'
-            when crm_status = 'subscribed' then 'crm_subscribed_unknown_to_esp'
+            when crm_subscribed then 'crm_subscribed_unknown_to_esp'
+            when crm_status = 'pending' then 'crm_pending_unknown_to_esp'
             else 'crm_not_subscribed_unknown_to_esp'
         end as rule
 
-    from compared
+    from status_rules
 
 ),
 
@@ -165,33 +164,40 @@ final as (
 
     select
         ---------- ids
-        {{ dbt.hash("concat(list_link_id, '|', coalesce(email_key, concat('contact:', crm_contact_id)))") }}
+        {{ dbt.hash("concat(list_link_id, '|', coalesce(email_key, concat('contact:', crm_contact_id), concat('member:', esp_member_id)))") }}
             as reconciliation_id,
         list_link_id,
         esp_account,
         esp_list_id,
         crm_list_id,
         email_key,
-        email_address,
+        coalesce(crm_email_address, esp_email_address) as email_address,
+        former_email_key,
         crm_contact_id,
         esp_member_id,
 
         ---------- result
-        case rule
-            when 'extraction_incomplete' then 'aborted'
-            when 'invalid_address' then 'invalid_email'
-            when 'blocklisted' then 'blocked'
-            when 'both_agree' then 'in_sync'
-            when 'data_differ' then 'conflict'
-            when 'archived_at_esp_only' then 'in_sync'
-            when 'esp_member_crm_contact' then 'new_in_list'
-            when 'esp_member_unknown_to_crm' then 'new_contact'
-            when 'crm_subscribed_unknown_to_esp' then 'not_in_esp'
-            when 'crm_not_subscribed_unknown_to_esp' then 'in_sync'
+        case
+            when rule = 'extraction_incomplete' then 'aborted'
+            when rule = 'invalid_address' then 'invalid_email'
+            when rule = 'blocklisted' then 'blocked'
+            when rule in ('email_changed_in_crm', 'email_changed_at_esp') then 'email_changed'
+            when rule in ('esp_optout_newer', 'esp_subscribe_newer', 'esp_confirmed_crm_pending', 'esp_status_newer')
+                then 'esp_newer'
+            when rule in ('both_agree', 'doi_pending_within_grace', 'archived_at_esp_only',
+                          'crm_not_subscribed_unknown_to_esp') then 'in_sync'
+            when rule = 'esp_member_crm_contact' then 'new_in_list'
+            when rule = 'esp_member_unknown_to_crm' then 'new_contact'
+            when rule in ('crm_subscribed_unknown_to_esp', 'crm_pending_unknown_to_esp') then 'not_in_esp'
+            else 'conflict'
         end as result,
         rule,
-        nullif(differences, '') as conflict_fields,
-        coalesce(crm_email_error, esp_email_error) as email_error,
+        nullif(concat_ws('; ',
+            case when in_crm and in_esp and crm_status <> esp_status
+                then concat('status (crm: ', crm_status, ', esp: ', esp_status, ')') end,
+            differing_fields
+        ), '') as conflict_fields,
+        email_error,
 
         ---------- both sides
         crm_status,
@@ -199,21 +205,54 @@ final as (
         crm_status_set_by,
         esp_status,
         esp_status_changed_at,
+        case
+            when rule in ('extraction_incomplete', 'invalid_address') then null
+            when rule = 'blocklisted' then 'unsubscribed'
+            when rule = 'email_changed_in_crm' then
+                case when email_change_is_consent then 'subscribed' else 'pending' end
+            when rule = 'email_changed_at_esp' then esp_status
+            when rule in ('esp_optout_newer', 'esp_subscribe_newer', 'esp_confirmed_crm_pending', 'esp_status_newer')
+                then esp_status
+            when rule = 'crm_optout_newer' then crm_status
+            when rule = 'crm_subscribe_newer' then 'pending'
+            when rule in ('doi_pending_within_grace', 'doi_pending_past_grace') then 'pending'
+            when in_crm and in_esp then crm_status
+            when in_esp and esp_status <> 'archived' then esp_status
+            when rule = 'crm_subscribed_unknown_to_esp' and transmit_new_members then 'subscribed'
+            when rule = 'crm_pending_unknown_to_esp' then 'pending'
+            when rule = 'crm_not_subscribed_unknown_to_esp' then crm_status
+        end as resolved_status,
 
         ---------- what to do
-        case rule
-            when 'extraction_incomplete' then 'none'
-            when 'invalid_address' then 'none'
-            when 'blocklisted' then case when esp_status in ('subscribed', 'pending') then 'unsubscribe' else 'none' end
-            when 'both_agree' then 'none'
-            when 'data_differ' then 'await_decision'
-            when 'archived_at_esp_only' then 'none'
-            when 'esp_member_crm_contact' then 'create_assignment'
-            when 'esp_member_unknown_to_crm' then 'create_contact'
-            when 'crm_subscribed_unknown_to_esp' then
-                case when (select transmit_new_members from policy) then 'transmit' else 'await_decision' end
+        case
+            when rule in ('extraction_incomplete', 'invalid_address') then 'none'
+            when rule = 'blocklisted' then
+                case when esp_status in ('subscribed', 'pending', 'bounced_soft') then 'unsubscribe' else 'none' end
+            when rule = 'email_changed_in_crm' then
+                case when email_change_is_consent then 'change_address_transmit' else 'change_address_doi' end
+            when rule = 'email_changed_at_esp' then 'update_crm_email'
+            when rule in ('esp_optout_newer', 'esp_subscribe_newer', 'esp_confirmed_crm_pending', 'esp_status_newer')
+                then case when esp_status = 'bounced_hard' then 'mark_bounced' else 'set_status' end
+            when rule = 'crm_optout_newer' then 'unsubscribe'
+            when rule = 'crm_subscribe_newer' then 'start_doi'
+            when rule = 'fields_differ_crm_wins' then 'update_fields'
+            when rule = 'fields_differ_esp_wins' then 'update_crm_fields'
+            when rule in ('doi_pending_past_grace', 'fields_differ') then 'await_decision'
+            when rule = 'esp_member_crm_contact' then 'create_assignment'
+            when rule = 'esp_member_unknown_to_crm' then 'create_contact'
+            when rule = 'crm_subscribed_unknown_to_esp' then
+                case when transmit_new_members then 'transmit' else 'await_decision' end
+            when rule = 'crm_pending_unknown_to_esp' then 'start_doi'
             else 'none'
         end as recommended_action,
+        nullif(concat_ws('; ',
+            case when duplicate_note like 'duplicate_contacts_undecided%' then duplicate_note end,
+            case when esp_records_with_key > 1 then concat(
+                'esp_duplicate_records: ', cast(esp_records_with_key as {{ dbt.type_string() }}),
+                ' ESP records share this key; the newest is compared'
+            ) end
+        ), '') as warnings,
+        duplicate_note,
 
         ---------- run
         cast('{{ var("run_id") }}' as {{ dbt.type_string() }}) as run_id,

@@ -1,3 +1,4 @@
+-- CRM blocklist entries: an address (email_key) or a whole domain (`*@example.com`, blocked_domain).
 with
 
 source as (
@@ -11,6 +12,7 @@ renamed as (
     select
         email as blocked_entry,
         email_key,
+        blocked_domain,
         email_error,
         reason as block_reason,
         blocked_at

@@ -15,6 +15,8 @@ renamed as (
         esp_account,
         list_id as esp_list_id,
         id as esp_member_id,
+        -- Mailchimp's contact_id stays when the address changes; the member id does not
+        contact_id as esp_contact_id,
         extraction_id,
 
         ---------- address
@@ -40,6 +42,7 @@ renamed as (
         nullif(trim(last_name), '') as last_name,
         nullif(trim({{ json_text_field('merge_fields', 'SALUTATION') }}), '') as salutation,
         language,
+        merge_fields as custom_fields,
 
         ---------- consent
         ip_signup as signup_ip,

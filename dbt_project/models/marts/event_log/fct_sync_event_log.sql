@@ -1,0 +1,164 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key='event_id',
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+    )
+}}
+-- What happened to each address, run after run: one row per reconciliation result that is not
+-- in_sync, per warning or note, per CRM row kept out of the load and per list whose extraction
+-- broke off. Appended every run; a rerun of one run id replaces that run's rows.
+with
+
+reconciliation as (
+
+    select * from {{ ref('fct_list_reconciliation') }}
+
+),
+
+result_events as (
+
+    select
+        run_id,
+        reconciled_at as logged_at,
+        case
+            when result in ('invalid_email', 'aborted') then 'error'
+            when result in ('conflict', 'blocked', 'email_changed') then 'warning'
+            else 'info'
+        end as severity,
+        result as code,
+        concat(
+            result, ' (rule ', rule, '): recommended ', recommended_action,
+            case when conflict_fields is not null then concat('; differs: ', conflict_fields) else '' end
+        ) as message,
+        list_link_id,
+        email_key,
+        crm_contact_id,
+        concat_ws('; ',
+            concat('crm_status=', coalesce(crm_status, '-')),
+            concat('esp_status=', coalesce(esp_status, '-')),
+            concat('resolved_status=', coalesce(resolved_status, '-')),
+            case when former_email_key is not null then concat('former_email_key=', former_email_key) end,
+            case when email_error is not null then concat('email_error=', email_error) end,
+            concat('email_address=', coalesce(email_address, '-'))
+        ) as detail
+
+    from reconciliation
+    where result <> 'in_sync'
+
+),
+
+note_events as (
+
+    select
+        run_id,
+        reconciled_at as logged_at,
+        case when duplicate_note like 'duplicate_contacts_undecided%' then 'warning' else 'info' end as severity,
+        {{ dbt.split_part('duplicate_note', "':'", 1) }} as code,
+        duplicate_note as message,
+        list_link_id,
+        email_key,
+        crm_contact_id,
+        concat('result=', result) as detail
+
+    from reconciliation
+    where duplicate_note is not null
+
+    union all
+
+    select
+        run_id,
+        reconciled_at as logged_at,
+        'warning' as severity,
+        'esp_duplicate_records' as code,
+        warnings as message,
+        list_link_id,
+        email_key,
+        crm_contact_id,
+        concat('result=', result) as detail
+
+    from reconciliation
+    where warnings like '%esp_duplicate_records%'
+
+),
+
+run as (
+
+    select distinct run_id, reconciled_at from reconciliation
+
+),
+
+rejected_events as (
+
+    select
+        run.run_id,
+        run.reconciled_at as logged_at,
+        'error' as severity,
+        'crm_row_rejected' as code,
+        concat('CRM ', rejected.entity, ' row ', rejected.row_key, ' kept out: ', rejected.reason) as message,
+        cast(null as {{ dbt.type_string() }}) as list_link_id,
+        cast(null as {{ dbt.type_string() }}) as email_key,
+        cast(null as {{ dbt.type_string() }}) as crm_contact_id,
+        concat(rejected.field, '=', coalesce(rejected.value, '-')) as detail
+
+    from {{ ref('stg_crm__rejected_rows') }} as rejected
+    cross join run
+
+),
+
+aborted_events as (
+
+    select
+        run.run_id,
+        run.reconciled_at as logged_at,
+        'error' as severity,
+        'list_extraction_incomplete' as code,
+        concat('the latest read of ', extractions.esp_account, ' list ', extractions.esp_list_id,
+               ' did not complete; nothing is pushed for it') as message,
+        links.list_link_id,
+        cast(null as {{ dbt.type_string() }}) as email_key,
+        cast(null as {{ dbt.type_string() }}) as crm_contact_id,
+        coalesce(extractions.error_message, '') as detail
+
+    from {{ ref('int_esp__list_extractions') }} as extractions
+    inner join {{ ref('stg_mailbridge__list_links') }} as links
+        on extractions.esp_account = links.esp_account
+        and extractions.esp_list_id = links.esp_list_id
+    cross join run
+    where not extractions.is_completed
+
+),
+
+unioned as (
+
+    select * from result_events
+    union all
+    select * from note_events
+    union all
+    select * from rejected_events
+    union all
+    select * from aborted_events
+
+),
+
+final as (
+
+    select
+        {{ dbt.hash("concat(run_id, '|', code, '|', coalesce(list_link_id, ''), '|', coalesce(email_key, ''), '|', coalesce(crm_contact_id, ''), '|', coalesce(detail, ''))") }}
+            as event_id,
+        run_id,
+        logged_at,
+        severity,
+        code,
+        message,
+        list_link_id,
+        email_key,
+        crm_contact_id,
+        detail
+
+    from unioned
+
+)
+
+select * from final
