@@ -342,6 +342,23 @@ def status(config_file: ConfigOption = None) -> None:
 
 
 @app.command()
+def explain(
+    address: Annotated[str, typer.Argument(help="The email address, spelt any way.")],
+    config_file: ConfigOption = None,
+) -> None:
+    """What happened to this address and why: both sides' data, the result, the rule and the event log."""
+    from mailbridge.explain import explain_address
+
+    config = _load(config_file)
+    warehouse = config.warehouse_path()
+    if not warehouse.exists():
+        err.print(f"[red]no warehouse at {warehouse}: run `mailbridge sync --full` first[/red]")
+        raise typer.Exit(1)
+    if not explain_address(warehouse, address, console):
+        raise typer.Exit(1)
+
+
+@app.command()
 def sandbox(
     scenario: Annotated[Path | None, typer.Option(help="Scenario file or folder to load.")] = None,
     port: Annotated[int, typer.Option(help="Loopback port.")] = DEFAULT_SANDBOX_PORT,

@@ -105,3 +105,33 @@ def test_crm_url_needs_exactly_one_source(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"exactly one of crm\.url"):
         load_config(write(tmp_path, mutate))
+
+
+def test_opt_out_propagation_cannot_be_switched_off(tmp_path: Path) -> None:
+    def mutate(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["policy"]["propagate_opt_outs"] = False
+
+    with pytest.raises(ConfigError, match=r"policy.*propagate_opt_outs: opt-outs always propagate"):
+        load_config(write(tmp_path, mutate))
+
+
+def test_field_winners_name_known_fields(tmp_path: Path) -> None:
+    def mutate(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["field_mappings"] = [{"name": "customer_number", "crm_column": "kdnr", "esp_field": "KDNR", "type": "integer"}]
+        raw["policy"]["field_winners"] = {"first_name": "crm", "customer_number": "esp", "salutation": "manual"}
+
+    config = load_config(write(tmp_path, mutate))
+    assert config.policy.winner("first_name") == "crm"
+    assert config.policy.winner("last_name") == "manual"
+
+    def unknown(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["policy"]["field_winners"] = {"nickname": "crm"}
+
+    with pytest.raises(ConfigError, match=r"policy.field_winners: unknown field 'nickname'"):
+        load_config(write(tmp_path, unknown))
+
+    def wrong_winner(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["policy"]["field_winners"] = {"first_name": "whoever"}
+
+    with pytest.raises(ConfigError, match=r"policy.field_winners.first_name"):
+        load_config(write(tmp_path, wrong_winner))

@@ -61,3 +61,59 @@ def test_dbt_build_on_the_small_scenario(
         ("newsletter_main", res): n for res, n in small_scenario.expected["newsletter_main"].items()
     }
     assert run_ids == [("dbt-test",)]
+
+
+def test_explain_tells_both_sides_the_rule_and_the_history(
+    tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    emulator: RunningEmulator = serve_mailchimp(small_scenario)
+    config_file = write_project_config(
+        tmp_path, base_url=emulator.base_url, crm_url=f"sqlite:///{tmp_path / 'crm.sqlite'}", accounts=["brand_main"]
+    )
+    config = load_config(config_file)
+    write_crm(small_scenario.tables, config.crm.connection_url(config.base_dir), config.crm)
+    monkeypatch.setenv("MAILBRIDGE_MAILCHIMP_MAIN_KEY", small_scenario.account("brand_main").api_key)
+    run_extractions(config, full_refresh=True, run_id="explain-test")
+    build = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dbt"),
+            "build",
+            "--project-dir",
+            str(DBT_DIR),
+            "--profiles-dir",
+            str(DBT_DIR),
+            "--target-path",
+            str(tmp_path / "target"),
+            "--vars",
+            '{"run_id": "explain-test"}',
+            "--quiet",
+        ],
+        env={**os.environ, "MAILBRIDGE_WAREHOUSE": str(config.warehouse_path())},
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+
+    def explain(address: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mailbridge.cli", "explain", address, "-c", str(config_file)],
+            env={**os.environ, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+        )
+
+    carla = explain("CARLA.WOLF@beispiel.de")
+    assert carla.returncode == 0, carla.stderr
+    out = carla.stdout
+    assert "carla.wolf@beispiel.de" in out
+    assert "CRM contacts" in out and "ESP memberships" in out and "Reconciliation" in out and "Event log" in out
+    assert "new_in_list" in out and "esp_member_crm_contact" in out and "create_assignment" in out
+    assert "the CRM knows the contact but not in this list" in out
+
+    unknown = explain("niemand@beispiel.de")
+    assert unknown.returncode == 1 and "Neither side knows this address" in unknown.stdout
+    invalid = explain("kein-at-zeichen")
+    assert "is not a valid address" in invalid.stdout

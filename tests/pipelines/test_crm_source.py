@@ -125,3 +125,27 @@ def test_a_mapped_column_the_table_lacks_is_a_clear_config_error(tmp_path: Path)
         chain = chain.__cause__ or chain.__context__
     assert isinstance(chain, ConfigError)
     assert "crm.contacts.columns.email" in str(chain) and "'mail'" in str(chain)
+
+
+def test_mapped_custom_fields_arrive_as_json(tmp_path: Path, crm_url: str) -> None:
+    import json
+
+    scenario = generate_scenario(contacts=20, seed=2)
+    mappings = [
+        {"name": "customer_number", "crm_column": "kundennummer", "esp_field": "KDNR", "type": "integer"},
+        {"name": "vip", "crm_column": "vip_kunde", "esp_field": "VIP", "type": "boolean"},
+    ]
+    config = load_config(
+        write_project_config(tmp_path, base_url=None, crm_url=crm_url, overrides={"field_mappings": mappings})
+    )
+    write_crm(scenario.tables, crm_url, config.crm)
+    engine = sa.create_engine(crm_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("alter table kontakte add column kundennummer integer"))
+        connection.execute(sa.text("alter table kontakte add column vip_kunde boolean"))
+        connection.execute(sa.text("update kontakte set kundennummer = kontakt_id + 1000, vip_kunde = (kontakt_id = 1)"))
+    engine.dispose()
+    with extract_crm(config) as db:
+        rows = dict(db.execute("select contact_id, custom_fields from raw_crm.contacts").fetchall())
+    assert json.loads(rows["1"]) == {"customer_number": 1001, "vip": True}
+    assert json.loads(rows["2"]) == {"customer_number": 1002, "vip": False}
