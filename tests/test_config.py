@@ -117,7 +117,9 @@ def test_opt_out_propagation_cannot_be_switched_off(tmp_path: Path) -> None:
 
 def test_field_winners_name_known_fields(tmp_path: Path) -> None:
     def mutate(raw: dict) -> None:  # type: ignore[type-arg]
-        raw["field_mappings"] = [{"name": "customer_number", "crm_column": "kdnr", "esp_field": "KDNR", "type": "integer"}]
+        raw["field_mappings"] = [
+            {"name": "customer_number", "crm_column": "kdnr", "esp_field": "KDNR", "type": "integer"}
+        ]
         raw["policy"]["field_winners"] = {"first_name": "crm", "customer_number": "esp", "salutation": "manual"}
 
     config = load_config(write(tmp_path, mutate))

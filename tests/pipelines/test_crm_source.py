@@ -143,7 +143,9 @@ def test_mapped_custom_fields_arrive_as_json(tmp_path: Path, crm_url: str) -> No
     with engine.begin() as connection:
         connection.execute(sa.text("alter table kontakte add column kundennummer integer"))
         connection.execute(sa.text("alter table kontakte add column vip_kunde boolean"))
-        connection.execute(sa.text("update kontakte set kundennummer = kontakt_id + 1000, vip_kunde = (kontakt_id = 1)"))
+        connection.execute(
+            sa.text("update kontakte set kundennummer = kontakt_id + 1000, vip_kunde = (kontakt_id = 1)")
+        )
     engine.dispose()
     with extract_crm(config) as db:
         rows = dict(db.execute("select contact_id, custom_fields from raw_crm.contacts").fetchall())
