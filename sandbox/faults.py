@@ -21,6 +21,8 @@ class FaultSettings:
     rate_slow: float = 0.0
     slow_seconds: float = 0.2
     rate_truncated: float = 0.0
+    # only requests whose path contains this are faulted (None: every request)
+    path_contains: str | None = None
 
     @classmethod
     def off(cls) -> FaultSettings:
@@ -45,10 +47,12 @@ class FaultInjector:
             self._random = random.Random(settings.seed)
             self.injected: dict[str, int] = {}
 
-    def draw(self) -> list[Fault]:
+    def draw(self, path: str = "") -> list[Fault]:
         """Faults for one request: at most one failure, optionally preceded by slowness."""
         with self._lock:
             s = self.settings
+            if s.path_contains is not None and s.path_contains not in path:
+                return []
             faults: list[Fault] = []
             if s.rate_slow and self._random.random() < s.rate_slow:
                 faults.append(Fault("slow"))

@@ -221,7 +221,7 @@ class MailchimpEmulator:
         self._in_flight[account.api_key] = in_flight + 1
         self.peak_in_flight[account.name] = max(self.peak_in_flight.get(account.name, 0), in_flight + 1)
         try:
-            faults = self.faults.draw()
+            faults = self.faults.draw(request.url.path)
             failure = None
             for fault in faults:
                 if fault.kind == "slow":

@@ -185,3 +185,33 @@ def test_wrong_api_key_fails_the_sync_with_a_clear_message(
     assert wrong not in result.stderr + result.stdout
     logs = list((tmp_path).rglob("*.log"))
     assert all(wrong not in log.read_text(errors="replace") for log in logs)
+
+
+def test_a_list_whose_read_breaks_off_is_aborted(tmp_path: Path, serve_mailchimp: Any) -> None:
+    scenario = generate_scenario(contacts=300, seed=8)
+    # every read of one list's members fails; the other lists load
+    emulator: RunningEmulator = serve_mailchimp(scenario, rate_5xx=1.0, path_contains="/lists/pn0001/members")
+    config_file = write_project_config(
+        tmp_path,
+        base_url=emulator.base_url,
+        crm_url=f"sqlite:///{tmp_path / 'crm.sqlite'}",
+        overrides={"extraction": {"max_retries": 1, "backoff_seconds": 0.01}},
+    )
+    config = load_config(config_file)
+    write_crm(scenario.tables, config.crm.connection_url(config.base_dir), config.crm)
+    env = {**KEYS, "DAGSTER_HOME": str(tmp_path / "dagster"), "MAILBRIDGE_WAREHOUSE": str(tmp_path / "wh.duckdb")}
+    result = mailbridge("sync", "--full", "-c", str(config_file), env=env)
+    assert result.returncode == 0, result.stderr + result.stdout
+    counts = mart_counts(tmp_path / "wh.duckdb")
+    assert set(counts["product_news_main"]) == {"aborted"}
+    assert counts["newsletter_main"] == scenario.expected["newsletter_main"]
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as db:
+        actions = db.execute(
+            "select distinct recommended_action from marts.fct_list_reconciliation "
+            "where list_link_id = 'product_news_main'"
+        ).fetchall()
+        events = db.execute(
+            "select severity, message from marts.fct_sync_event_log where code = 'list_extraction_incomplete'"
+        ).fetchall()
+    assert actions == [("none",)]
+    assert len(events) == 1 and events[0][0] == "error" and "pn0001" in events[0][1]
