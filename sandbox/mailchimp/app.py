@@ -117,6 +117,18 @@ def valid_address(email_address: Any) -> bool:
     return True
 
 
+def require_valid_address(email_address: Any) -> str:
+    """The address, or Mailchimp's refusal of an address that looks fake or invalid."""
+    if not valid_address(email_address):
+        raise MailchimpError(
+            400,
+            "Invalid Resource",
+            f"{email_address} looks fake or invalid, please enter a real email address.",
+            [{"field": "email_address", "message": "This value is not a valid email address."}],
+        )
+    return str(email_address)
+
+
 class MailchimpEmulator:
     """The Starlette app plus its state, faults and request log."""
 
@@ -465,15 +477,7 @@ class MailchimpEmulator:
         self, mailchimp_list: MailchimpList, body: dict[str, Any], *, allow_update: bool, allow_create: bool
     ) -> tuple[Member, bool]:
         """Create or update one member with Mailchimp's rules; returns (member, created)."""
-        email_address = body.get("email_address")
-        if not valid_address(email_address):
-            raise MailchimpError(
-                400,
-                "Invalid Resource",
-                f"{email_address} looks fake or invalid, please enter a real email address.",
-                [{"field": "email_address", "message": "This value is not a valid email address."}],
-            )
-        assert isinstance(email_address, str)
+        email_address = require_valid_address(body.get("email_address"))
         status = body.get("status")
         if status is not None and status not in WRITABLE_STATUSES:
             raise MailchimpError(
@@ -569,13 +573,7 @@ class MailchimpEmulator:
 
     def _change_address(self, mailchimp_list: MailchimpList, member: Member, new_address: Any) -> Member:
         """PATCH with another email_address: the member moves to the new id, its contact_id stays."""
-        if not valid_address(new_address):
-            raise MailchimpError(
-                400,
-                "Invalid Resource",
-                f"{new_address} looks fake or invalid, please enter a real email address.",
-                [{"field": "email_address", "message": "This value is not a valid email address."}],
-            )
+        require_valid_address(new_address)
         new_id = subscriber_hash(str(new_address))
         if new_id in mailchimp_list.members:
             raise MailchimpError(400, "Member Exists", f"{new_address} is already a list member.")

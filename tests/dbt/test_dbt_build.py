@@ -10,7 +10,7 @@ import duckdb
 import pytest
 from dbt.cli.main import dbtRunner
 
-from mailbridge.config import load_config
+from mailbridge.config import MailbridgeConfig, load_config
 from pipelines.runner import run_extractions
 from sandbox.crm_db import write_crm
 from tests.conftest import REPO_ROOT, RunningEmulator, write_project_config
@@ -18,21 +18,25 @@ from tests.conftest import REPO_ROOT, RunningEmulator, write_project_config
 DBT_DIR = REPO_ROOT / "dbt_project"
 
 
+def load_small_world(
+    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch, run_id: str
+) -> tuple[Path, MailbridgeConfig]:
+    """The small scenario in an emulator and a SQLite CRM, extracted into a fresh warehouse."""
+    emulator: RunningEmulator = serve_mailchimp(scenario)
+    config_file = write_project_config(
+        tmp_path, base_url=emulator.base_url, crm_url=f"sqlite:///{tmp_path / 'crm.sqlite'}", accounts=["brand_main"]
+    )
+    config = load_config(config_file)
+    write_crm(scenario.tables, config.crm.connection_url(config.base_dir), config.crm)
+    monkeypatch.setenv("MAILBRIDGE_MAILCHIMP_MAIN_KEY", scenario.account("brand_main").api_key)
+    run_extractions(config, full_refresh=True, run_id=run_id)
+    return config_file, config
+
+
 def test_dbt_build_on_the_small_scenario(
     tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emulator: RunningEmulator = serve_mailchimp(small_scenario)
-    config = load_config(
-        write_project_config(
-            tmp_path,
-            base_url=emulator.base_url,
-            crm_url=f"sqlite:///{tmp_path / 'crm.sqlite'}",
-            accounts=["brand_main"],
-        )
-    )
-    write_crm(small_scenario.tables, config.crm.connection_url(config.base_dir), config.crm)
-    monkeypatch.setenv("MAILBRIDGE_MAILCHIMP_MAIN_KEY", small_scenario.account("brand_main").api_key)
-    run_extractions(config, full_refresh=True, run_id="dbt-test")
+    _, config = load_small_world(tmp_path, serve_mailchimp, small_scenario, monkeypatch, "dbt-test")
     monkeypatch.setenv("MAILBRIDGE_WAREHOUSE", str(config.warehouse_path()))
     target = tmp_path / "target"
     result = dbtRunner().invoke(
@@ -69,14 +73,7 @@ def test_explain_tells_both_sides_the_rule_and_the_history(
     import subprocess
     import sys
 
-    emulator: RunningEmulator = serve_mailchimp(small_scenario)
-    config_file = write_project_config(
-        tmp_path, base_url=emulator.base_url, crm_url=f"sqlite:///{tmp_path / 'crm.sqlite'}", accounts=["brand_main"]
-    )
-    config = load_config(config_file)
-    write_crm(small_scenario.tables, config.crm.connection_url(config.base_dir), config.crm)
-    monkeypatch.setenv("MAILBRIDGE_MAILCHIMP_MAIN_KEY", small_scenario.account("brand_main").api_key)
-    run_extractions(config, full_refresh=True, run_id="explain-test")
+    config_file, config = load_small_world(tmp_path, serve_mailchimp, small_scenario, monkeypatch, "explain-test")
     build = subprocess.run(
         [
             str(Path(sys.executable).parent / "dbt"),
