@@ -114,3 +114,4 @@ def test_explain_tells_both_sides_the_rule_and_the_history(
     assert unknown.returncode == 1 and "Neither side knows this address" in unknown.stdout
     invalid = explain("kein-at-zeichen")
     assert "is not a valid address" in invalid.stdout
+    assert invalid.returncode == 1 and "Traceback" not in invalid.stderr
