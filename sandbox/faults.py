@@ -23,6 +23,8 @@ class FaultSettings:
     rate_truncated: float = 0.0
     # only requests whose path contains this are faulted (None: every request)
     path_contains: str | None = None
+    # a batch write holding any of these addresses is refused whole with 400
+    poison_addresses: tuple[str, ...] = ()
 
     @classmethod
     def off(cls) -> FaultSettings:

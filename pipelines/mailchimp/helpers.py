@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,11 @@ from mailbridge.config import EspAccount
 from mailbridge.email_key import with_email_key
 from pipelines.http import EspHttpClient, RetryPolicy
 from pipelines.mailchimp import settings
+
+
+def subscriber_hash(email_address: str) -> str:
+    """Mailchimp's member id: the MD5 hex of the lower-cased address."""
+    return hashlib.md5(email_address.strip().lower().encode("utf-8")).hexdigest()
 
 
 def resolved_base_url(account: EspAccount, api_key: str) -> str:

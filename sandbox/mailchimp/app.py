@@ -620,6 +620,22 @@ class MailchimpEmulator:
             raise MailchimpError(
                 400, "Invalid Resource", f"A batch can hold at most {MAX_BATCH_MEMBERS} members, got {len(members)}."
             )
+        schema_errors = [
+            {"field": f"members[{index}]", "message": problem}
+            for index, item in enumerate(members)
+            if (problem := _member_schema_problem(item)) is not None
+        ]
+        poison = {address.lower() for address in self.faults.settings.poison_addresses}
+        schema_errors += [
+            {"field": f"members[{index}].email_address", "message": "Injected fault: this member fails validation."}
+            for index, item in enumerate(members)
+            if isinstance(item, dict) and str(item.get("email_address", "")).lower() in poison
+        ]
+        if schema_errors:
+            # the request body is validated as a whole: one malformed member refuses the batch
+            raise MailchimpError(
+                400, "Invalid Resource", "The resource submitted could not be validated.", schema_errors
+            )
         update_existing = bool(body.get("update_existing", False))
         created: list[dict[str, Any]] = []
         updated: list[dict[str, Any]] = []
@@ -667,6 +683,19 @@ class MailchimpEmulator:
                 if member.status == "subscribed":
                     campaign.recipients[member.id] = Recipient(member.email_address, member.id, mailchimp_list.id)
         return None
+
+
+def _member_schema_problem(item: Any) -> str | None:
+    if not isinstance(item, dict):
+        return "Schema describes object, another type found instead"
+    if not isinstance(item.get("email_address"), str):
+        return "email_address: Schema describes string"
+    for name in ("status", "status_if_new"):
+        if name in item and item[name] is not None and item[name] not in WRITABLE_STATUSES:
+            return f"{name}: Data did not match any of the schemas described in anyOf."
+    if "merge_fields" in item and not isinstance(item["merge_fields"], dict):
+        return "merge_fields: Schema describes object, another type found instead"
+    return None
 
 
 def _batch_error_code(error: MailchimpError) -> str:

@@ -1,0 +1,79 @@
+"""ESP writers: the one interface every ESP implements to apply planned push-back actions.
+
+A writer receives actions for one list and returns one outcome per action. It never breaks
+the compliance rules, whoever asks: a blocklisted or invalid address is refused before any
+request, and an existing member is never sent a subscribed status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from mailbridge.email_key import try_email_key
+
+EspAction = Literal["transmit", "start_doi", "unsubscribe", "update_fields", "delete", "delete_permanent"]
+OutcomeStatus = Literal["sent", "rejected", "failed"]
+
+# actions that would put an address on a list: never for a blocklisted or invalid one
+ADDING_ACTIONS = frozenset({"transmit", "start_doi", "update_fields"})
+
+
+@dataclass(frozen=True)
+class EspWrite:
+    """One planned action for one address on one ESP list."""
+
+    action_id: str
+    action: EspAction
+    email_address: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What became of one action: sent (the ESP accepted it; the next sync confirms), rejected
+    (permanent: never retried) or failed (transient: retried in the run and on the next)."""
+
+    action_id: str
+    status: OutcomeStatus
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def retryable(self) -> bool:
+        return self.status == "failed"
+
+
+class EspWriter(Protocol):
+    """Applies actions to one ESP account."""
+
+    def write(self, list_id: str, writes: Sequence[EspWrite]) -> list[WriteOutcome]: ...
+
+
+def compliance_refusals(
+    writes: Sequence[EspWrite], is_blocked: Callable[[str], bool]
+) -> tuple[list[EspWrite], list[WriteOutcome]]:
+    """Split actions into those that may be sent and refusals made before any request."""
+    allowed: list[EspWrite] = []
+    refused: list[WriteOutcome] = []
+    for write in writes:
+        key = try_email_key(write.email_address)
+        if key.key is None:
+            refused.append(
+                WriteOutcome(
+                    write.action_id, "rejected", "refused_invalid_address", f"not a valid address: {key.error}"
+                )
+            )
+        elif write.action in ADDING_ACTIONS and is_blocked(key.key):
+            refused.append(
+                WriteOutcome(
+                    write.action_id,
+                    "rejected",
+                    "refused_blocklisted",
+                    f"{write.action} refused: the address is on the CRM blocklist",
+                )
+            )
+        else:
+            allowed.append(write)
+    return allowed, refused

@@ -1,0 +1,136 @@
+"""The Mailchimp writer against the emulator: batches, partial and whole-batch errors, compliance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mailbridge.config import EspAccount
+from pipelines.http import RetryPolicy
+from pipelines.mailchimp.helpers import subscriber_hash
+from pipelines.mailchimp.writer import MailchimpWriter
+from pipelines.writers import EspWrite
+from sandbox.faults import FaultSettings
+from tests.conftest import RunningEmulator
+
+KEY = "sandbox0brandmain00000000000000-us1"
+FAST = RetryPolicy(max_retries=12, backoff_seconds=0.01, max_retry_after_seconds=0.05)
+
+
+@pytest.fixture
+def mailchimp(serve_mailchimp: Any, small_scenario: Any) -> RunningEmulator:
+    running: RunningEmulator = serve_mailchimp(small_scenario)
+    return running
+
+
+def writer_for(emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch, **options: Any) -> MailchimpWriter:
+    monkeypatch.setenv("MAILBRIDGE_MAILCHIMP_MAIN_KEY", KEY)
+    account = EspAccount(
+        name="brand_main", type="mailchimp", api_key_env="MAILBRIDGE_MAILCHIMP_MAIN_KEY", base_url=emulator.base_url
+    )
+    return MailchimpWriter(account, retry=FAST, **options)
+
+
+def batch_posts(emulator: RunningEmulator) -> int:
+    return sum(1 for e in emulator.emulator.log.snapshot() if e.method == "POST" and e.path == "/3.0/lists/nl0001")
+
+
+def test_many_transmits_go_in_batches_of_500(mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = [EspWrite(f"a{i}", "transmit", f"neu.{i}@beispiel.de", {"FNAME": f"Neu{i}"}) for i in range(1200)]
+    outcomes = writer_for(mailchimp, monkeypatch).write("nl0001", writes)
+    assert [o.status for o in outcomes] == ["sent"] * 1200
+    assert batch_posts(mailchimp) == 3
+    members = mailchimp.state.account_named("brand_main").lists["nl0001"].members
+    assert members[subscriber_hash("neu.7@beispiel.de")].status == "subscribed"
+    assert members[subscriber_hash("neu.7@beispiel.de")].merge_fields["FNAME"] == "Neu7"
+
+
+def test_existing_members_never_get_a_subscribed_status(
+    mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = mailchimp.state.account_named("brand_main").lists["nl0001"].members
+    members[subscriber_hash("anna.schmidt@beispiel.de")].status = "unsubscribed"
+    writer = writer_for(mailchimp, monkeypatch)
+    outcomes = writer.write(
+        "nl0001",
+        [
+            EspWrite("t", "transmit", "anna.schmidt@beispiel.de"),
+            EspWrite("u", "unsubscribe", "carla.wolf@beispiel.de"),
+            EspWrite("f", "update_fields", "niemand@beispiel.de", {"FNAME": "X"}),
+        ],
+    )
+    by_id = {o.action_id: o for o in outcomes}
+    # a transmit never re-subscribes: status_if_new leaves the opted-out member alone
+    assert by_id["t"].status == "sent"
+    assert members[subscriber_hash("anna.schmidt@beispiel.de")].status == "unsubscribed"
+    assert by_id["u"].status == "sent" and members[subscriber_hash("carla.wolf@beispiel.de")].status == "unsubscribed"
+    # a field update of an unknown member is refused by the ESP, for that member only
+    assert by_id["f"].status == "rejected" and not by_id["f"].retryable
+    doi = writer.write("nl0001", [EspWrite("d", "start_doi", "anna.schmidt@beispiel.de")])
+    assert doi[0].status == "sent" and members[subscriber_hash("anna.schmidt@beispiel.de")].status == "pending"
+
+
+def test_a_batch_refused_whole_is_split_until_the_bad_rows_are_isolated(
+    mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailchimp.emulator.faults.configure(FaultSettings(poison_addresses=("p3@beispiel.de", "p6@beispiel.de")))
+    writes = [EspWrite(f"a{i}", "transmit", f"p{i}@beispiel.de") for i in range(8)]
+    outcomes = {o.action_id: o for o in writer_for(mailchimp, monkeypatch).write("nl0001", writes)}
+    assert {k for k, o in outcomes.items() if o.status == "rejected"} == {"a3", "a6"}
+    assert all(o.status == "sent" for k, o in outcomes.items() if k not in ("a3", "a6"))
+    assert outcomes["a3"].error_code == "invalid_resource"
+    # 8 → 4+4 → 2+2+2+2 → the two poisoned pairs split into singles
+    assert batch_posts(mailchimp) == 1 + 2 + 4 + 4
+
+
+def test_blocklisted_and_invalid_addresses_are_refused_before_any_request(
+    mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = writer_for(mailchimp, monkeypatch, is_blocked=lambda key: key == "gesperrt@beispiel.de")
+    outcomes = writer.write(
+        "nl0001",
+        [
+            EspWrite("b", "transmit", "Gesperrt@Beispiel.de"),
+            EspWrite("i", "start_doi", "kein-at-zeichen"),
+            EspWrite("u", "unsubscribe", "GESPERRT@beispiel.de"),
+        ],
+    )
+    by_id = {o.action_id: o for o in outcomes}
+    assert by_id["b"].error_code == "refused_blocklisted" and by_id["b"].status == "rejected"
+    assert by_id["i"].error_code == "refused_invalid_address"
+    assert by_id["u"].status == "sent"  # taking a blocklisted address off a list is always allowed
+    assert batch_posts(mailchimp) == 1
+
+
+def test_delete_archives_and_permanent_delete_needs_the_flag(
+    mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = mailchimp.state.account_named("brand_main").lists["nl0001"].members
+    refused = writer_for(mailchimp, monkeypatch).write(
+        "nl0001", [EspWrite("p", "delete_permanent", "emil.neu@beispiel.de")]
+    )
+    assert refused[0].error_code == "refused_permanent_delete"
+    assert subscriber_hash("emil.neu@beispiel.de") in members
+    archived = writer_for(mailchimp, monkeypatch).write("nl0001", [EspWrite("d", "delete", "carla.wolf@beispiel.de")])
+    assert archived[0].status == "sent" and members[subscriber_hash("carla.wolf@beispiel.de")].status == "archived"
+    erased = writer_for(mailchimp, monkeypatch, allow_permanent_delete=True).write(
+        "nl0001", [EspWrite("p", "delete_permanent", "emil.neu@beispiel.de")]
+    )
+    assert erased[0].status == "sent" and subscriber_hash("emil.neu@beispiel.de") not in members
+
+
+def test_rate_limits_are_waited_out_and_transient_failures_reported(
+    mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailchimp.emulator.faults.configure(
+        FaultSettings(seed=5, rate_429_retry_after=0.3, retry_after_seconds=0.01, rate_5xx=0.2)
+    )
+    writes = [EspWrite(f"a{i}", "transmit", f"r{i}@beispiel.de") for i in range(1500)]
+    outcomes = writer_for(mailchimp, monkeypatch).write("nl0001", writes)
+    assert [o.status for o in outcomes] == ["sent"] * 1500
+    mailchimp.emulator.faults.configure(FaultSettings(rate_5xx=1.0))
+    writer = writer_for(mailchimp, monkeypatch)
+    writer.client.retry = RetryPolicy(max_retries=1, backoff_seconds=0.0)
+    failed = writer.write("nl0001", [EspWrite("x", "transmit", "spaeter@beispiel.de")])
+    assert failed[0].status == "failed" and failed[0].retryable
