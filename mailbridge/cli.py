@@ -359,6 +359,32 @@ def explain(
 
 
 @app.command()
+def decide(
+    address: Annotated[str, typer.Argument(help="The email address.")],
+    list_link: Annotated[str, typer.Option("--list", help="The list link id from mailbridge.yaml.")],
+    action: Annotated[str, typer.Option("--action", help="transmit, start_doi, unsubscribe, set_status, ...")],
+    by: Annotated[str, typer.Option(help="Who decides (kept with the decision).")] = os.environ.get("USER", "cli"),
+    note: Annotated[str | None, typer.Option(help="Why.")] = None,
+    config_file: ConfigOption = None,
+) -> None:
+    """Decide an action for one address on one list. It holds until executed or the state changes."""
+    from mailbridge.decisions import DecisionError, record_decision
+
+    config = _load(config_file)
+    try:
+        decision = record_decision(config.warehouse_path(), address, list_link, action, by, note)
+    except DecisionError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"[green]✓[/green] {decision.action} for {decision.email_key} on {decision.list_link_id} "
+        f"(now {decision.result}); decision {decision.decision_id}"
+    )
+    if decision.warning:
+        err.print(f"[yellow]{decision.warning}[/yellow]")
+
+
+@app.command()
 def sandbox(
     scenario: Annotated[Path | None, typer.Option(help="Scenario file or folder to load.")] = None,
     port: Annotated[int, typer.Option(help="Loopback port.")] = DEFAULT_SANDBOX_PORT,

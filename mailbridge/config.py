@@ -25,6 +25,10 @@ CANONICAL_STATUSES = (
 )
 
 
+# actions a CRM user can ask for in the assignment's task column
+TASK_ACTIONS = ("transmit", "start_doi", "unsubscribe", "update_fields", "delete", "set_status")
+
+
 class ConfigError(Exception):
     """The configuration is missing or wrong; the message names the file, the key and the fix."""
 
@@ -91,6 +95,10 @@ class CrmConfig(_Strict):
     email_history: TableMapping | None = None
     status_values: dict[str, Literal[CANONICAL_STATUSES]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {status: status for status in CANONICAL_STATUSES}
+    )
+    # the CRM's own task words on an assignment (as its users set them), each mapped to an action
+    task_values: dict[str, Literal[TASK_ACTIONS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: {action: action for action in TASK_ACTIONS}
     )
 
     REQUIRED_COLUMNS: ClassVar[dict[str, tuple[str, ...]]] = {

@@ -75,6 +75,13 @@ def settings_source(config: MailbridgeConfig) -> Iterator[DltResource]:
     yield dlt.resource(
         [pa.Table.from_pylist([policy], schema=policy_schema)], name="policy", write_disposition="replace"
     )
+    tasks = [{"crm_value": value, "action": action} for value, action in config.crm.task_values.items()]
+    yield dlt.resource(
+        [pa.Table.from_pylist(tasks, schema=pa.schema([("crm_value", pa.string()), ("action", pa.string())]))],
+        name="crm_task_values",
+        primary_key="crm_value",
+        write_disposition="replace",
+    )
     yield dlt.resource(
         [pa.Table.from_pylist(fields, schema=field_schema)],
         name="field_policies",

@@ -115,3 +115,46 @@ def test_explain_tells_both_sides_the_rule_and_the_history(
     invalid = explain("kein-at-zeichen")
     assert "is not a valid address" in invalid.stdout
     assert invalid.returncode == 1 and "Traceback" not in invalid.stderr
+
+
+def test_a_decision_enters_the_push_back_queue(
+    tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    config_file, config = load_small_world(tmp_path, serve_mailchimp, small_scenario, monkeypatch, "decide-test")
+    env = {**os.environ, "MAILBRIDGE_WAREHOUSE": str(config.warehouse_path()), "COLUMNS": "200"}
+    dbt = [
+        str(Path(sys.executable).parent / "dbt"),
+        "build",
+        "--project-dir",
+        str(DBT_DIR),
+        "--profiles-dir",
+        str(DBT_DIR),
+        "--target-path",
+        str(tmp_path / "target"),
+        "--quiet",
+    ]
+    assert subprocess.run(dbt, env=env, capture_output=True, text=True).returncode == 0
+
+    def decide(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "mailbridge.cli", "decide", *args, "-c", str(config_file), "--by", "test"]
+        return subprocess.run(command, env=env, capture_output=True, text=True)
+
+    made = decide("Bernd.Meier@beispiel.de", "--list", "newsletter_main", "--action", "transmit")
+    assert made.returncode == 0, made.stderr
+    assert "transmit for bernd.meier@beispiel.de on newsletter_main (now not_in_esp)" in made.stdout
+    wrong_list = decide("bernd.meier@beispiel.de", "--list", "nowhere", "--action", "transmit")
+    assert wrong_list.returncode == 1 and "list links: newsletter_main" in wrong_list.stderr
+    wrong_action = decide("bernd.meier@beispiel.de", "--list", "newsletter_main", "--action", "subscribe")
+    assert wrong_action.returncode == 1 and "unknown action 'subscribe'" in wrong_action.stderr
+
+    assert subprocess.run(dbt, env=env, capture_output=True, text=True).returncode == 0
+    with duckdb.connect(str(config.warehouse_path()), read_only=True) as db:
+        queue = db.execute(
+            "select email_key, action, action_source, decided_by, queue_status, target "
+            "from marts.fct_pushback_queue order by email_key"
+        ).fetchall()
+    assert ("bernd.meier@beispiel.de", "transmit", "manual", "test", "ready", "esp") in queue
+    assert ("emil.neu@beispiel.de", "create_contact", "policy", None, "ready", "crm") in queue

@@ -253,6 +253,10 @@ final as (
             ) end
         ), '') as warnings,
         duplicate_note,
+        -- what a decision was made on: when it changes, the decision is stale
+        {{ dbt.hash("concat_ws('|', list_link_id, coalesce(email_key, ''), rule, coalesce(crm_status, ''), coalesce(cast(crm_status_changed_at as " ~ dbt.type_string() ~ "), ''), coalesce(esp_status, ''), coalesce(cast(esp_status_changed_at as " ~ dbt.type_string() ~ "), ''), coalesce(differing_fields, ''))") }}
+            as state_fingerprint,
+        crm_task,
 
         ---------- run
         cast('{{ var("run_id") }}' as {{ dbt.type_string() }}) as run_id,

@@ -1,0 +1,133 @@
+-- The push-back queue: one row per list link and email key that has an action, with where
+-- the action comes from (a manual decision, the CRM's task column, or the policy) and
+-- whether it may run. A manual decision made on another state than today's is stale: it
+-- stays in the queue, reported, and is not executed.
+with
+
+reconciliation as (
+
+    select * from {{ ref('fct_list_reconciliation') }}
+
+),
+
+decisions as (
+
+    select
+        *,
+        row_number() over (partition by list_link_id, email_key order by decided_at desc, decision_id) as recency
+
+    from {{ source('ops', 'decisions') }}
+
+),
+
+task_values as (
+
+    select * from {{ source('mailbridge', 'crm_task_values') }}
+
+),
+
+candidates as (
+
+    select
+        reconciliation.*,
+        decisions.decision_id,
+        decisions.action as decided_action,
+        decisions.decided_by,
+        decisions.decided_at,
+        decisions.state_fingerprint as decided_on_fingerprint,
+        task_values.action as task_action
+
+    from reconciliation
+    left join decisions
+        on reconciliation.list_link_id = decisions.list_link_id
+        and reconciliation.email_key = decisions.email_key
+        and decisions.recency = 1
+    left join task_values on reconciliation.crm_task = task_values.crm_value
+
+),
+
+chosen as (
+
+    select
+        *,
+        case
+            when decision_id is not null then 'manual'
+            when task_action is not null then 'crm_task'
+            when recommended_action not in ('none', 'await_decision') then 'policy'
+        end as action_source,
+        case
+            when decision_id is not null then decided_action
+            when task_action is not null then task_action
+            when recommended_action not in ('none', 'await_decision') then recommended_action
+        end as action
+
+    from candidates
+
+),
+
+checked as (
+
+    select
+        *,
+        case
+            when action_source = 'manual' and decided_on_fingerprint <> state_fingerprint then 'stale'
+            when result = 'aborted' then 'held'
+            when action in ('transmit', 'start_doi', 'update_fields', 'change_address_doi', 'change_address_transmit')
+                and result in ('blocked', 'invalid_email') then 'refused'
+            when action = 'transmit' and esp_status in ('unsubscribed', 'bounced_hard', 'bounced', 'pending')
+                then 'refused'
+            else 'ready'
+        end as queue_status
+
+    from chosen
+    where action is not null
+
+),
+
+final as (
+
+    select
+        {{ dbt.hash("concat_ws('|', list_link_id, coalesce(email_key, crm_contact_id), action, state_fingerprint)") }}
+            as action_id,
+        list_link_id,
+        esp_account,
+        esp_list_id,
+        crm_list_id,
+        email_key,
+        email_address,
+        former_email_key,
+        crm_contact_id,
+        esp_member_id,
+        action,
+        case
+            when action in ('transmit', 'start_doi', 'unsubscribe', 'update_fields', 'delete',
+                            'change_address_doi', 'change_address_transmit') then 'esp'
+            else 'crm'
+        end as target,
+        action_source,
+        decision_id,
+        decided_by,
+        queue_status,
+        case queue_status
+            when 'stale' then 'the decision was made on another state: decide again'
+            when 'held' then 'the list''s latest extraction did not complete'
+            when 'refused' then
+                case
+                    when result = 'blocked' then 'the address is on the CRM blocklist: it is never transmitted'
+                    when result = 'invalid_email' then 'the address is not valid: it is never transmitted'
+                    else 'the member opted out at the ESP: only start_doi can bring it back'
+                end
+        end as queue_reason,
+        result,
+        rule,
+        crm_status,
+        esp_status,
+        resolved_status,
+        state_fingerprint,
+        run_id
+
+    from checked
+
+)
+
+select * from final

@@ -1,0 +1,74 @@
+"""Manual decisions: what a person decided for one address on one list, on one state."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from mailbridge.email_key import InvalidEmail, email_key
+
+ESP_ACTIONS = ("transmit", "start_doi", "unsubscribe", "update_fields", "delete")
+CRM_ACTIONS = ("set_status", "create_assignment", "create_contact", "mark_bounced", "update_crm_fields")
+DECIDABLE_ACTIONS = ESP_ACTIONS + CRM_ACTIONS
+
+
+class DecisionError(ValueError):
+    """A decision that cannot be recorded; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision_id: str
+    list_link_id: str
+    email_key: str
+    action: str
+    state_fingerprint: str
+    result: str
+    warning: str | None
+
+
+def record_decision(
+    warehouse: Path, address: str, list_link_id: str, action: str, decided_by: str, note: str | None = None
+) -> Decision:
+    """Record a decision on the address's current reconciliation state in the list link."""
+    if action not in DECIDABLE_ACTIONS:
+        raise DecisionError(f"unknown action {action!r}; choose one of {', '.join(DECIDABLE_ACTIONS)}")
+    try:
+        key = email_key(address)
+    except InvalidEmail as error:
+        raise DecisionError(
+            f"{address!r} is not a valid address ({error.reason}): nothing can be decided for it"
+        ) from None
+    with duckdb.connect(str(warehouse)) as db:
+        row = db.execute(
+            "select state_fingerprint, result, esp_status from marts.fct_list_reconciliation "
+            "where list_link_id = ? and email_key = ?",
+            [list_link_id, key],
+        ).fetchone()
+        if row is None:
+            links = [
+                r[0] for r in db.execute("select distinct list_link_id from marts.fct_list_reconciliation").fetchall()
+            ]
+            raise DecisionError(
+                f"list link {list_link_id!r} has no reconciliation row for {key}; "
+                f"list links: {', '.join(sorted(links)) or 'none'} (run a sync first)"
+            )
+        fingerprint, result, esp_status = row
+        decided_at = datetime.now(UTC)
+        decision_id = hashlib.sha256(
+            f"{list_link_id}|{key}|{action}|{fingerprint}|{decided_at.isoformat()}".encode()
+        ).hexdigest()[:32]
+        db.execute(
+            "insert into ops.decisions values (?, ?, ?, ?, ?, ?, ?, ?)",
+            [decision_id, list_link_id, key, action, fingerprint, decided_by, decided_at, note],
+        )
+    warning = None
+    if action in ("transmit", "start_doi", "update_fields") and result in ("blocked", "invalid_email"):
+        warning = f"the address is {result.replace('_', ' ')}: the queue will refuse this {action}"
+    elif action == "transmit" and esp_status in ("unsubscribed", "bounced_hard", "bounced", "pending"):
+        warning = "the member opted out at the ESP: the queue will refuse a transmit; only start_doi brings it back"
+    return Decision(decision_id, list_link_id, key, action, fingerprint, result, warning)
