@@ -385,6 +385,37 @@ def decide(
 
 
 @app.command()
+def push(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be written, to whom and why.")] = False,
+    allow_permanent_delete: Annotated[
+        bool, typer.Option("--allow-permanent-delete", help="Let `delete_permanent` erase members (irreversible).")
+    ] = False,
+    config_file: ConfigOption = None,
+) -> None:
+    """Write the ready ESP actions of the push-back queue; every attempt lands in ops.pushback_outbox."""
+    import uuid
+
+    from pipelines.pushback import push_to_esps
+
+    config = _load(config_file)
+    run_id = f"push-{uuid.uuid4().hex[:12]}"
+    with console.status("Pushing to the ESPs…" if not dry_run else "Planning…"):
+        report = push_to_esps(config, run_id=run_id, dry_run=dry_run, allow_permanent_delete=allow_permanent_delete)
+    title = "Dry run: what a push would write (nothing was changed)" if dry_run else f"Push {run_id}"
+    table = Table(title=title, header_style="bold")
+    for column in ("list link", "action", "from", "outcome", "count", "for example"):
+        table.add_column(column)
+    for (link, action, source), counts in sorted(report.counts.items()):
+        for status, count in sorted(counts.items()):
+            table.add_row(link, action, source, status, f"{count:,}", ", ".join(report.samples[(link, action, source)]))
+    console.print(table if report.counts else "Nothing to push: the queue has no ready ESP action.")
+    if not dry_run:
+        console.print(
+            f"{report.write_requests} write requests; {report.confirmed} earlier actions confirmed by the sync."
+        )
+
+
+@app.command()
 def sandbox(
     scenario: Annotated[Path | None, typer.Option(help="Scenario file or folder to load.")] = None,
     port: Annotated[int, typer.Option(help="Loopback port.")] = DEFAULT_SANDBOX_PORT,

@@ -18,6 +18,7 @@ class EspConnector:
     label: str
     source_path: str  # "module:function" of the dlt source taking (accounts, full_refresh, run_id, extraction)
     emulator_path: str  # "module:class" of the sandbox emulator
+    writer_path: str  # "module:class" of the EspWriter
 
     @property
     def dataset(self) -> str:
@@ -27,6 +28,10 @@ class EspConnector:
         module, _, name = self.source_path.partition(":")
         function: Callable[..., DltSource] = getattr(import_module(module), name)
         return function
+
+    def writer(self) -> Any:
+        module, _, name = self.writer_path.partition(":")
+        return getattr(import_module(module), name)
 
     def emulator(self) -> Any:
         module, _, name = self.emulator_path.partition(":")
@@ -39,6 +44,7 @@ ESP_CONNECTORS: dict[str, EspConnector] = {
         label="Mailchimp",
         source_path="pipelines.mailchimp:mailchimp_source",
         emulator_path="sandbox.mailchimp.app:MailchimpEmulator",
+        writer_path="pipelines.mailchimp.writer:MailchimpWriter",
     ),
 }
 
