@@ -86,6 +86,7 @@ class PushReport:
     counts: dict[tuple[str, str, str], dict[str, int]] = field(default_factory=dict)
     samples: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
     confirmed: int = 0
+    interrupted: int = 0
     write_requests: int = 0
 
     def add(self, action: QueuedAction, status: str) -> None:
@@ -98,6 +99,18 @@ class PushReport:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def close_interrupted_attempts(db: duckdb.DuckDBPyConnection) -> int:
+    """Attempts planned by a push that died before it heard back: failed, so sent again.
+    Every write is an idempotent upsert, so sending one twice does no harm."""
+    closed = db.execute(
+        "update ops.pushback_outbox set status = 'failed', error_code = 'interrupted', "
+        "error_message = 'the push stopped before the ESP answered', updated_at = ? "
+        "where status = 'planned' returning 1",
+        [_now()],
+    ).fetchall()
+    return len(closed)
 
 
 def confirm_previous_attempts(db: duckdb.DuckDBPyConnection) -> int:
@@ -142,6 +155,7 @@ def push_to_esps(
     warehouse: Path = config.warehouse_path()
     with duckdb.connect(str(warehouse), read_only=dry_run) as db:
         if not dry_run:
+            report.interrupted = close_interrupted_attempts(db)
             report.confirmed = confirm_previous_attempts(db)
         cursor = db.execute(READY_ESP_ACTIONS)
         columns = [c[0] for c in cursor.description]

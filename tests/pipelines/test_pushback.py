@@ -80,3 +80,44 @@ def test_decide_push_rerun_and_confirm(
         ).fetchall()
     assert outbox == [("transmit", "confirmed", "push-1")]
     assert result == [("in_sync",)]
+
+
+def test_an_interrupted_push_is_sent_again_and_its_trace_closed(
+    tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulators: list[RunningEmulator] = []
+
+    def serve(scenario: Any) -> RunningEmulator:
+        emulators.append(serve_mailchimp(scenario))
+        return emulators[-1]
+
+    _, config = load_small_world(tmp_path, serve, small_scenario, monkeypatch, "interrupt-test")
+    warehouse = config.warehouse_path()
+    dbt_build(tmp_path, warehouse)
+    record_decision(warehouse, "bernd.meier@beispiel.de", "newsletter_main", "transmit", "test")
+    dbt_build(tmp_path, warehouse)
+
+    class DiesMidway:
+        requests = 0
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def write(self, list_id: str, writes: Any) -> Any:
+            raise KeyboardInterrupt  # the process stops between planning and the ESP's answer
+
+    with pytest.raises(KeyboardInterrupt):
+        push_to_esps(config, run_id="dies", writer_factory=DiesMidway)
+    resumed = push_to_esps(config, run_id="resumes")
+    assert resumed.interrupted == 1
+    assert resumed.counts == {("newsletter_main", "transmit", "manual"): {"sent": 1}}
+    dbt_build(tmp_path, warehouse)
+    with duckdb.connect(str(warehouse), read_only=True) as db:
+        outbox = db.execute("select run_id, status, error_code from ops.pushback_outbox order by run_id").fetchall()
+        events = db.execute(
+            "select code, severity from marts.fct_sync_event_log where code like 'pushback_%' order by code"
+        ).fetchall()
+    assert outbox == [("dies", "failed", "interrupted"), ("resumes", "sent", None)]
+    assert events == [("pushback_failed", "warning"), ("pushback_sent", "info")]
+    member = emulators[0].state.account_named("brand_main").lists["nl0001"].members
+    assert member[subscriber_hash("bernd.meier@beispiel.de")].status == "subscribed"

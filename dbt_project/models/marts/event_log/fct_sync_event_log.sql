@@ -130,9 +130,33 @@ aborted_events as (
 
 ),
 
+pushback_events as (
+
+    select
+        outbox.run_id,
+        outbox.updated_at as logged_at,
+        case outbox.status when 'rejected' then 'error' when 'failed' then 'warning' else 'info' end as severity,
+        concat('pushback_', outbox.status) as code,
+        concat(outbox.payload_summary, ' → ', outbox.status,
+               case when outbox.error_message is not null then concat(': ', outbox.error_message) else '' end)
+            as message,
+        outbox.list_link_id,
+        outbox.email_key,
+        cast(null as {{ dbt.type_string() }}) as crm_contact_id,
+        concat_ws('; ', concat('attempt_id=', outbox.attempt_id), concat('action_id=', outbox.action_id),
+                  concat('target=', outbox.target), concat('error_code=', coalesce(outbox.error_code, '-')))
+            as detail
+
+    from {{ source('ops', 'pushback_outbox') }} as outbox
+    where outbox.status <> 'planned'
+
+),
+
 unioned as (
 
     select * from result_events
+    union all
+    select * from pushback_events
     union all
     select * from note_events
     union all
