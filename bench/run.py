@@ -40,6 +40,41 @@ def email_key_throughput(rows: int, repeats: int) -> dict[str, float]:
     }
 
 
+def push_actions(actions: int, repeats: int) -> dict[str, float]:
+    """The Mailchimp writer pushing `actions` transmits to the emulator, 10 connections at most."""
+    import os
+
+    from mailbridge.config import EspAccount
+    from pipelines.mailchimp.writer import MailchimpWriter
+    from pipelines.writers import EspWrite
+    from sandbox.generator import generate_scenario
+    from sandbox.mailchimp.app import MailchimpEmulator
+    from sandbox.server import serve_in_background
+
+    timings, requests, peak = [], 0, 0
+    for repeat in range(repeats):
+        emulator = MailchimpEmulator.from_scenario(generate_scenario(contacts=100, seed=1))
+        with serve_in_background(emulator.app) as server:
+            os.environ["MAILBRIDGE_BENCH_KEY"] = "sandbox0brandmain00000000000000-us1"
+            account = EspAccount(
+                name="brand_main", type="mailchimp", api_key_env="MAILBRIDGE_BENCH_KEY", base_url=f"{server.url}/3.0"
+            )
+            writer = MailchimpWriter(account)
+            writes = [EspWrite(f"a{i}", "transmit", f"push.{repeat}.{i}@beispiel.de") for i in range(actions)]
+            started = time.perf_counter()
+            outcomes = writer.write("nl0001", writes)
+            timings.append(time.perf_counter() - started)
+            assert all(outcome.status == "sent" for outcome in outcomes)
+            requests, peak = writer.requests, max(emulator.peak_in_flight.values())
+    return {
+        "actions": actions,
+        "median_seconds": round(statistics.median(timings), 2),
+        "actions_per_second": round(actions / statistics.median(timings)),
+        "write_requests": requests,
+        "peak_connections": peak,
+    }
+
+
 def demo_full_sync(contacts: int, repeats: int) -> dict[str, float]:
     """`mailbridge demo --contacts N`: generate (cached), load the CRM, start the sandbox, full sync."""
     syncs, totals = [], []
@@ -74,6 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     report = {
         "email_key": email_key_throughput(200_000, 3),
+        "push": push_actions(10_000, 3),
         "full_sync": [demo_full_sync(n, args.repeats) for n in args.contacts],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
