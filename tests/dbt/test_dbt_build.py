@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,27 @@ def load_small_world(
     monkeypatch.setenv("MAILBRIDGE_MAILCHIMP_MAIN_KEY", scenario.account("brand_main").api_key)
     run_extractions(config, full_refresh=True, run_id=run_id)
     return config_file, config
+
+
+def dbt_build(tmp_path: Path, warehouse: Path, run_id: str = "manual") -> None:
+    """`dbt build` in its own process (dbt-duckdb keeps its connection open in-process)."""
+    command = [
+        str(Path(sys.executable).parent / "dbt"),
+        "build",
+        "--project-dir",
+        str(DBT_DIR),
+        "--profiles-dir",
+        str(DBT_DIR),
+        "--target-path",
+        str(tmp_path / "target"),
+        "--vars",
+        json.dumps({"run_id": run_id}),
+        "--quiet",
+    ]
+    result = subprocess.run(
+        command, env={**os.environ, "MAILBRIDGE_WAREHOUSE": str(warehouse)}, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_dbt_build_on_the_small_scenario(
@@ -70,29 +94,8 @@ def test_dbt_build_on_the_small_scenario(
 def test_explain_tells_both_sides_the_rule_and_the_history(
     tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import subprocess
-    import sys
-
     config_file, config = load_small_world(tmp_path, serve_mailchimp, small_scenario, monkeypatch, "explain-test")
-    build = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"),
-            "build",
-            "--project-dir",
-            str(DBT_DIR),
-            "--profiles-dir",
-            str(DBT_DIR),
-            "--target-path",
-            str(tmp_path / "target"),
-            "--vars",
-            '{"run_id": "explain-test"}',
-            "--quiet",
-        ],
-        env={**os.environ, "MAILBRIDGE_WAREHOUSE": str(config.warehouse_path())},
-        capture_output=True,
-        text=True,
-    )
-    assert build.returncode == 0, build.stdout + build.stderr
+    dbt_build(tmp_path, config.warehouse_path(), "explain-test")
 
     def explain(address: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -120,23 +123,9 @@ def test_explain_tells_both_sides_the_rule_and_the_history(
 def test_a_decision_enters_the_push_back_queue(
     tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import subprocess
-    import sys
-
     config_file, config = load_small_world(tmp_path, serve_mailchimp, small_scenario, monkeypatch, "decide-test")
     env = {**os.environ, "MAILBRIDGE_WAREHOUSE": str(config.warehouse_path()), "COLUMNS": "200"}
-    dbt = [
-        str(Path(sys.executable).parent / "dbt"),
-        "build",
-        "--project-dir",
-        str(DBT_DIR),
-        "--profiles-dir",
-        str(DBT_DIR),
-        "--target-path",
-        str(tmp_path / "target"),
-        "--quiet",
-    ]
-    assert subprocess.run(dbt, env=env, capture_output=True, text=True).returncode == 0
+    dbt_build(tmp_path, config.warehouse_path())
 
     def decide(*args: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "mailbridge.cli", "decide", *args, "-c", str(config_file), "--by", "test"]
@@ -150,7 +139,7 @@ def test_a_decision_enters_the_push_back_queue(
     wrong_action = decide("bernd.meier@beispiel.de", "--list", "newsletter_main", "--action", "subscribe")
     assert wrong_action.returncode == 1 and "unknown action 'subscribe'" in wrong_action.stderr
 
-    assert subprocess.run(dbt, env=env, capture_output=True, text=True).returncode == 0
+    dbt_build(tmp_path, config.warehouse_path())
     with duckdb.connect(str(config.warehouse_path()), read_only=True) as db:
         queue = db.execute(
             "select email_key, action, action_source, decided_by, queue_status, target "

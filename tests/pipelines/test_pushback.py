@@ -2,54 +2,43 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
 
+from mailbridge.config import MailbridgeConfig
 from mailbridge.decisions import record_decision
 from pipelines.pushback import push_to_esps
 from pipelines.runner import run_extractions
 from sandbox.mailchimp.state import subscriber_hash
 from tests.conftest import RunningEmulator
-from tests.dbt.test_dbt_build import DBT_DIR, load_small_world
+from tests.dbt.test_dbt_build import dbt_build, load_small_world
 
 
-def dbt_build(tmp_path: Path, warehouse: Path) -> None:
-    command = [
-        str(Path(sys.executable).parent / "dbt"),
-        "build",
-        "--project-dir",
-        str(DBT_DIR),
-        "--profiles-dir",
-        str(DBT_DIR),
-        "--target-path",
-        str(tmp_path / "target"),
-        "--quiet",
-    ]
-    result = subprocess.run(command, env={**os.environ, "MAILBRIDGE_WAREHOUSE": str(warehouse)}, capture_output=True)
-    assert result.returncode == 0, result.stdout
+def world_with_a_decision(
+    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> tuple[MailbridgeConfig, RunningEmulator]:
+    """The small world reconciled, with a manual transmit for the CRM-only Bernd in the queue."""
+    emulators: list[RunningEmulator] = []
+
+    def serve(world: Any) -> RunningEmulator:
+        emulators.append(serve_mailchimp(world))
+        return emulators[-1]
+
+    _, config = load_small_world(tmp_path, serve, scenario, monkeypatch, "push-test")
+    dbt_build(tmp_path, config.warehouse_path())
+    record_decision(config.warehouse_path(), "bernd.meier@beispiel.de", "newsletter_main", "transmit", "test")
+    dbt_build(tmp_path, config.warehouse_path())
+    return config, emulators[0]
 
 
 def test_decide_push_rerun_and_confirm(
     tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emulators: list[RunningEmulator] = []
-
-    def serve(scenario: Any) -> RunningEmulator:
-        emulators.append(serve_mailchimp(scenario))
-        return emulators[-1]
-
-    _, config = load_small_world(tmp_path, serve, small_scenario, monkeypatch, "push-test")
-    emulator = emulators[0]
+    config, emulator = world_with_a_decision(tmp_path, serve_mailchimp, small_scenario, monkeypatch)
     warehouse = config.warehouse_path()
-    dbt_build(tmp_path, warehouse)
-    record_decision(warehouse, "bernd.meier@beispiel.de", "newsletter_main", "transmit", "test")
-    dbt_build(tmp_path, warehouse)
 
     def writes() -> int:
         return sum(1 for e in emulator.emulator.log.snapshot() if e.method in ("POST", "PUT", "PATCH", "DELETE"))
@@ -85,17 +74,8 @@ def test_decide_push_rerun_and_confirm(
 def test_an_interrupted_push_is_sent_again_and_its_trace_closed(
     tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emulators: list[RunningEmulator] = []
-
-    def serve(scenario: Any) -> RunningEmulator:
-        emulators.append(serve_mailchimp(scenario))
-        return emulators[-1]
-
-    _, config = load_small_world(tmp_path, serve, small_scenario, monkeypatch, "interrupt-test")
+    config, emulator = world_with_a_decision(tmp_path, serve_mailchimp, small_scenario, monkeypatch)
     warehouse = config.warehouse_path()
-    dbt_build(tmp_path, warehouse)
-    record_decision(warehouse, "bernd.meier@beispiel.de", "newsletter_main", "transmit", "test")
-    dbt_build(tmp_path, warehouse)
 
     class DiesMidway:
         requests = 0
@@ -119,5 +99,5 @@ def test_an_interrupted_push_is_sent_again_and_its_trace_closed(
         ).fetchall()
     assert outbox == [("dies", "failed", "interrupted"), ("resumes", "sent", None)]
     assert events == [("pushback_failed", "warning"), ("pushback_sent", "info")]
-    member = emulators[0].state.account_named("brand_main").lists["nl0001"].members
+    member = emulator.state.account_named("brand_main").lists["nl0001"].members
     assert member[subscriber_hash("bernd.meier@beispiel.de")].status == "subscribed"
