@@ -416,6 +416,19 @@ def push(
 
 
 @app.command()
+def export(
+    out: Annotated[Path, typer.Option(help="CSV file to write.")] = Path("crm_changes.csv"),
+    config_file: ConfigOption = None,
+) -> None:
+    """Write the queue's ready CRM changes as CSV for a manual import (RFC 4180, formula-safe)."""
+    from mailbridge.export import export_crm_changes
+
+    config = _load(config_file)
+    count = export_crm_changes(config.warehouse_path(), out)
+    console.print(f"[green]✓[/green] {count:,} CRM changes written to {out}")
+
+
+@app.command()
 def sandbox(
     scenario: Annotated[Path | None, typer.Option(help="Scenario file or folder to load.")] = None,
     port: Annotated[int, typer.Option(help="Loopback port.")] = DEFAULT_SANDBOX_PORT,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -147,3 +148,15 @@ def test_a_decision_enters_the_push_back_queue(
         ).fetchall()
     assert ("bernd.meier@beispiel.de", "transmit", "manual", "test", "ready", "esp") in queue
     assert ("emil.neu@beispiel.de", "create_contact", "policy", None, "ready", "crm") in queue
+
+    out = tmp_path / "export" / "crm_changes.csv"
+    exported = subprocess.run(
+        [sys.executable, "-m", "mailbridge.cli", "export", "--out", str(out), "-c", str(config_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert exported.returncode == 0, exported.stderr
+    with out.open(encoding="utf-8", newline="") as handle:
+        rows = {(row["action"], row["email_address"]) for row in csv.DictReader(handle)}
+    assert rows == {("create_contact", "emil.neu@beispiel.de"), ("create_assignment", "carla.wolf@beispiel.de")}
