@@ -9,7 +9,7 @@ from dagster_dlt.translator import DltResourceTranslatorData
 
 from assets.project import WAREHOUSE_POOL, project_config
 from assets.resources import WarehouseResource
-from pipelines.runner import Extraction, extraction_named, extractions
+from pipelines.runner import Extraction, extraction_named, extraction_names, extractions
 
 
 class SyncConfig(dg.Config):  # type: ignore[misc]
@@ -58,4 +58,4 @@ def build_ingest_assets() -> list[dg.AssetsDefinition]:
 
 
 def ingest_op_names() -> list[str]:
-    return [f"raw_{item.name}" for item in extractions(project_config(), full_refresh=False, run_id="definitions")]
+    return [f"raw_{name}" for name in extraction_names(project_config())]

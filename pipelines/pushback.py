@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
@@ -236,9 +235,3 @@ def _aligned(writes: list[EspWrite], outcomes: list[WriteOutcome]) -> list[Write
     for outcome in outcomes:
         pool[outcome.action_id].append(outcome)
     return [pool[write.action_id].pop(0) for write in writes]
-
-
-def outbox_summary(db: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
-    return db.execute(
-        "select list_link_id, action, status, count(*) from ops.pushback_outbox group by all order by all"
-    ).fetchall()

@@ -44,35 +44,39 @@ class Extraction:
     source: DltSource
 
 
-def extractions(config: MailbridgeConfig, *, full_refresh: bool, run_id: str) -> Iterator[Extraction]:
-    """Every extraction a sync runs: the settings, the CRM and each configured ESP type."""
-    yield Extraction("mailbridge", make_pipeline(config, "mailbridge", SETTINGS_DATASET), settings_source(config))
-    yield Extraction(
-        "crm",
-        make_pipeline(config, "crm", CRM_DATASET),
-        crm_source(
+def extraction_names(config: MailbridgeConfig) -> list[str]:
+    """The extractions a sync runs, in order: the settings, the CRM, each configured ESP type."""
+    return ["mailbridge", "crm", *sorted({account.type for account in config.esp_accounts})]
+
+
+def extraction_named(config: MailbridgeConfig, name: str, *, full_refresh: bool, run_id: str) -> Extraction:
+    """The source and pipeline of one extraction."""
+    if name == "mailbridge":
+        return Extraction(name, make_pipeline(config, name, SETTINGS_DATASET), settings_source(config))
+    if name == "crm":
+        source = crm_source(
             config.crm.connection_url(config.base_dir),
             config.crm,
             run_id=run_id,
             field_mappings=config.field_mappings,
-        ),
-    )
-    for esp_type in sorted({account.type for account in config.esp_accounts}):
-        esp = connector(esp_type)
-        source = esp.source()(
-            accounts=config.accounts_of_type(esp_type),
-            full_refresh=full_refresh,
-            run_id=run_id,
-            extraction=config.extraction,
         )
-        yield Extraction(esp_type, make_pipeline(config, esp_type, esp.dataset), source)
+        return Extraction(name, make_pipeline(config, name, CRM_DATASET), source)
+    if name not in extraction_names(config):
+        raise KeyError(f"no extraction named {name!r}")
+    esp = connector(name)
+    source = esp.source()(
+        accounts=config.accounts_of_type(name),
+        full_refresh=full_refresh,
+        run_id=run_id,
+        extraction=config.extraction,
+    )
+    return Extraction(name, make_pipeline(config, name, esp.dataset), source)
 
 
-def extraction_named(config: MailbridgeConfig, name: str, *, full_refresh: bool, run_id: str) -> Extraction:
-    for item in extractions(config, full_refresh=full_refresh, run_id=run_id):
-        if item.name == name:
-            return item
-    raise KeyError(f"no extraction named {name!r}")
+def extractions(config: MailbridgeConfig, *, full_refresh: bool, run_id: str) -> Iterator[Extraction]:
+    """Every extraction a sync runs, built one at a time."""
+    for name in extraction_names(config):
+        yield extraction_named(config, name, full_refresh=full_refresh, run_id=run_id)
 
 
 def run_extractions(config: MailbridgeConfig, *, full_refresh: bool, run_id: str) -> dict[str, LoadInfo]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,10 +24,6 @@ class FaultSettings:
     path_contains: str | None = None
     # a batch write holding any of these addresses is refused whole with 400
     poison_addresses: tuple[str, ...] = ()
-
-    @classmethod
-    def off(cls) -> FaultSettings:
-        return cls()
 
 
 @dataclass(frozen=True)
@@ -111,8 +106,4 @@ class RequestLog:
             return list(self.entries)
 
     def as_json(self) -> list[dict[str, Any]]:
-        return [{key: value for key, value in asdict(entry).items()} for entry in self.snapshot()]
-
-
-def monotonic() -> float:
-    return time.monotonic()
+        return [asdict(entry) for entry in self.snapshot()]

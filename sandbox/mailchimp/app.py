@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from pipelines.mailchimp.helpers import subscriber_hash
 from sandbox.faults import FaultInjector, FaultSettings, LoggedRequest, RequestLog
 from sandbox.mailchimp.loader import load_into_state
 from sandbox.mailchimp.state import (
@@ -28,7 +29,6 @@ from sandbox.mailchimp.state import (
     Member,
     Recipient,
     iso,
-    subscriber_hash,
     utcnow,
 )
 from sandbox.scenario import Scenario

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from pipelines.mailchimp.helpers import subscriber_hash
 from sandbox.mailchimp.state import (
     Activity,
     Campaign,
     MailchimpList,
     MailchimpState,
     Recipient,
-    subscriber_hash,
 )
 from sandbox.scenario import Scenario
 

@@ -9,14 +9,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pipelines.mailchimp.helpers import subscriber_hash
+
 MEMBER_STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")
 WRITABLE_STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional")
 COMPLIANCE_STATES = ("unsubscribed", "cleaned")
-
-
-def subscriber_hash(email_address: str) -> str:
-    """Mailchimp's member id: MD5 hex of the lower-cased address."""
-    return hashlib.md5(email_address.strip().lower().encode("utf-8")).hexdigest()
 
 
 def utcnow() -> datetime:

@@ -10,9 +10,9 @@ import pytest
 
 from mailbridge.config import MailbridgeConfig
 from mailbridge.decisions import record_decision
+from pipelines.mailchimp.helpers import subscriber_hash
 from pipelines.pushback import push_to_esps
 from pipelines.runner import run_extractions
-from sandbox.mailchimp.state import subscriber_hash
 from tests.conftest import RunningEmulator
 from tests.dbt.test_dbt_build import dbt_build, load_small_world
 

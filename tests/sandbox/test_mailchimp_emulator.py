@@ -9,7 +9,7 @@ import httpx
 import mailchimp_marketing
 import pytest
 
-from sandbox.mailchimp.state import subscriber_hash
+from pipelines.mailchimp.helpers import subscriber_hash
 from tests.conftest import RunningEmulator
 
 KEY = "sandbox0brandmain00000000000000-us1"
