@@ -392,15 +392,16 @@ def push(
     ] = False,
     config_file: ConfigOption = None,
 ) -> None:
-    """Write the ready ESP actions of the push-back queue; every attempt lands in ops.pushback_outbox."""
+    """Write the ready actions of the push-back queue to the ESPs and the CRM; every attempt lands in
+    ops.pushback_outbox."""
     import uuid
 
-    from pipelines.pushback import push_to_esps
+    from pipelines.pushback import push
 
     config = _load(config_file)
     run_id = f"push-{uuid.uuid4().hex[:12]}"
-    with console.status("Pushing to the ESPs…" if not dry_run else "Planning…"):
-        report = push_to_esps(config, run_id=run_id, dry_run=dry_run, allow_permanent_delete=allow_permanent_delete)
+    with console.status("Pushing…" if not dry_run else "Planning…"):
+        report = push(config, run_id=run_id, dry_run=dry_run, allow_permanent_delete=allow_permanent_delete)
     title = "Dry run: what a push would write (nothing was changed)" if dry_run else f"Push {run_id}"
     table = Table(title=title, header_style="bold")
     for column in ("list link", "action", "from", "outcome", "count", "for example"):
@@ -408,10 +409,11 @@ def push(
     for (link, action, source), counts in sorted(report.counts.items()):
         for status, count in sorted(counts.items()):
             table.add_row(link, action, source, status, f"{count:,}", ", ".join(report.samples[(link, action, source)]))
-    console.print(table if report.counts else "Nothing to push: the queue has no ready ESP action.")
+    console.print(table if report.counts else "Nothing to push: the queue has no ready action.")
     if not dry_run:
         console.print(
-            f"{report.write_requests} write requests; {report.confirmed} earlier actions confirmed by the sync."
+            f"{report.write_requests} ESP write requests, {report.crm_statements} CRM statements, "
+            f"{report.tasks_cleared} CRM tasks cleared; {report.confirmed} earlier actions confirmed by the sync."
         )
 
 

@@ -93,6 +93,8 @@ class CrmConfig(_Strict):
     assignments: TableMapping
     blocklist: TableMapping | None = None
     email_history: TableMapping | None = None
+    # where write-back records consent (an opt-in confirmed at the ESP); optional
+    consents: TableMapping | None = None
     status_values: dict[str, Literal[CANONICAL_STATUSES]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {status: status for status in CANONICAL_STATUSES}
     )
@@ -107,6 +109,16 @@ class CrmConfig(_Strict):
         "assignments": ("contact_id", "list_id", "status", "status_changed_at"),
         "blocklist": ("email",),
         "email_history": ("contact_id", "email", "valid_to"),
+        "consents": ("contact_id", "given_at"),
+    }
+    # optional columns; write-back fills needs_review, email_bounced_at and the consent details
+    OPTIONAL_COLUMNS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "contacts": ("first_name", "last_name", "salutation", "modified_at", "needs_review", "email_bounced_at"),
+        "lists": (),
+        "assignments": ("status_set_by", "task", "needs_review"),
+        "blocklist": ("blocked_at", "reason"),
+        "email_history": ("valid_from",),
+        "consents": ("list_id", "email", "kind", "source"),
     }
 
     @model_validator(mode="after")
@@ -120,7 +132,22 @@ class CrmConfig(_Strict):
             missing = [column for column in required if column not in mapping.columns]
             if missing:
                 raise ValueError(f"crm.{entity}.columns must map {', '.join(missing)}")
+            known = required + self.OPTIONAL_COLUMNS[entity]
+            unknown = [field for field in mapping.columns if field not in known]
+            if unknown:
+                raise ValueError(
+                    f"crm.{entity}.columns: unknown field {unknown[0]!r}; known fields: {', '.join(known)}"
+                )
         return self
+
+    def status_value(self, canonical: str) -> str:
+        """The CRM's own word for a canonical status (the first one mapped to it)."""
+        for crm_value, mapped in self.status_values.items():
+            if mapped == canonical:
+                return crm_value
+        raise ConfigError(
+            f"crm.status_values has no CRM value for the status {canonical!r}; add one so mailbridge can write it"
+        )
 
     def connection_url(self, base_dir: Path) -> str:
         """The SQLAlchemy URL; relative SQLite paths are taken from the config file's folder."""

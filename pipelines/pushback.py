@@ -1,8 +1,10 @@
-"""Push-back to the ESPs: read the ready actions of the queue, write them, record every attempt.
+"""Push-back: read the ready actions of the queue, write them to the ESPs and the CRM, record
+every attempt.
 
 Every attempt is a row in ops.pushback_outbox before it is sent (planned) and after (sent,
-rejected or failed). A rerun skips what was sent or rejected, so nothing is written twice;
-the next sync confirms what was sent (its action is no longer needed) or sends it again.
+rejected, failed or stale). A rerun skips what was sent, rejected or found stale, so
+nothing is written twice; the next sync confirms what was sent (its action is no longer
+needed) or sends it again.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from mailbridge.config import MailbridgeConfig
+from pipelines.crm.writer import CrmAction, CrmWriter
 from pipelines.registry import connector
 from pipelines.writers import EspWrite, EspWriter, WriteOutcome
 
@@ -31,18 +34,56 @@ EXPANSIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "change_address_transmit": (("unsubscribe", "former_email_key"), ("transmit", "email_address")),
 }
 
-READY_ESP_ACTIONS = """
+# attempts that are not made again: written, confirmed, refused for good, or skipped as stale
+DONE_STATUSES = "'sent', 'confirmed', 'rejected', 'stale'"
+
+READY_ESP_ACTIONS = f"""
     select
         queue.action_id, queue.list_link_id, queue.esp_account, queue.esp_list_id, queue.email_key,
         queue.email_address, queue.former_email_key, queue.action, queue.action_source, queue.rule,
+        queue.crm_contact_id, queue.crm_list_id, reconciliation.crm_task,
         contacts.first_name, contacts.last_name
     from marts.fct_pushback_queue as queue
     left join staging.stg_crm__contacts as contacts on queue.crm_contact_id = contacts.crm_contact_id
+    left join marts.fct_list_reconciliation as reconciliation
+        on queue.list_link_id = reconciliation.list_link_id and queue.email_key = reconciliation.email_key
     where queue.queue_status = 'ready' and queue.target = 'esp'
-        and queue.action_id not in (
-            select action_id from ops.pushback_outbox where status in ('sent', 'confirmed', 'rejected')
-        )
+        and queue.action_id not in (select action_id from ops.pushback_outbox where status in ({DONE_STATUSES}))
     order by queue.esp_account, queue.esp_list_id, queue.action, queue.email_key
+"""
+
+READY_CRM_ACTIONS = f"""
+    select
+        queue.action_id, queue.list_link_id, queue.esp_account, queue.crm_list_id, queue.crm_contact_id,
+        queue.email_key, queue.email_address, queue.action, queue.action_source, queue.rule,
+        reconciliation.esp_status, reconciliation.esp_status_changed_at, reconciliation.crm_task,
+        assignments.crm_status_value as extracted_status_value,
+        assignments.status_changed_at as extracted_status_changed_at,
+        contacts.crm_contact_id is not null as contact_extracted,
+        contacts.email_address as contact_email, contacts.first_name as contact_first_name,
+        contacts.last_name as contact_last_name, contacts.salutation as contact_salutation,
+        contacts.modified_at as contact_modified_at,
+        members.first_name as esp_first_name, members.last_name as esp_last_name,
+        members.salutation as esp_salutation,
+        (
+            select list(struct_pack(
+                field_name := fields.field_name, winner := fields.winner, value := fields.esp_value
+            ))
+            from intermediate.int_reconciliation__field_differences as fields
+            where fields.list_link_id = queue.list_link_id and fields.email_key = queue.email_key
+        ) as field_differences
+    from marts.fct_pushback_queue as queue
+    inner join marts.fct_list_reconciliation as reconciliation
+        on queue.list_link_id = reconciliation.list_link_id and queue.email_key = reconciliation.email_key
+    left join staging.stg_crm__assignments as assignments
+        on queue.crm_contact_id = assignments.crm_contact_id and queue.crm_list_id = assignments.crm_list_id
+    left join staging.stg_crm__contacts as contacts on queue.crm_contact_id = contacts.crm_contact_id
+    left join intermediate.int_esp__memberships as members
+        on queue.esp_account = members.esp_account and queue.esp_list_id = members.esp_list_id
+        and queue.email_key = members.email_key
+    where queue.queue_status = 'ready' and queue.target = 'crm'
+        and queue.action_id not in (select action_id from ops.pushback_outbox where status in ({DONE_STATUSES}))
+    order by queue.crm_list_id, queue.action, queue.email_key
 """
 
 
@@ -58,8 +99,15 @@ class QueuedAction:
     action: str
     action_source: str
     rule: str
+    crm_contact_id: str | None
+    crm_list_id: str
+    crm_task: str | None
     first_name: str | None
     last_name: str | None
+
+    @property
+    def sample(self) -> str:
+        return f"{self.email_address} ({self.rule})"
 
     def writes(self) -> list[EspWrite]:
         fields = {k: v for k, v in (("FNAME", self.first_name), ("LNAME", self.last_name)) if v}
@@ -87,13 +135,15 @@ class PushReport:
     confirmed: int = 0
     interrupted: int = 0
     write_requests: int = 0
+    crm_statements: int = 0
+    tasks_cleared: int = 0
 
-    def add(self, action: QueuedAction, status: str) -> None:
-        key = (action.list_link_id, action.action, action.action_source)
+    def add(self, list_link_id: str, action: str, source: str, status: str, sample: str) -> None:
+        key = (list_link_id, action, source)
         self.counts.setdefault(key, defaultdict(int))[status] += 1
         samples = self.samples.setdefault(key, [])
         if len(samples) < 3:
-            samples.append(f"{action.email_address} ({action.rule})")
+            samples.append(sample)
 
 
 def _now() -> datetime:
@@ -141,70 +191,179 @@ def blocklist_predicate(db: duckdb.DuckDBPyConnection) -> Callable[[str], bool]:
     return lambda key: key in keys or key.partition("@")[2] in domains
 
 
-def push_to_esps(
+def push(
     config: MailbridgeConfig,
     *,
     run_id: str,
     dry_run: bool = False,
     allow_permanent_delete: bool = False,
     writer_factory: Callable[..., EspWriter] | None = None,
+    crm_writer: CrmWriter | None = None,
 ) -> PushReport:
-    """Send every ready ESP action of the queue once; record each attempt in the outbox."""
+    """Send every ready action of the queue once, to the ESPs and to the CRM; record each
+    attempt in the outbox. CRM task words that were executed are cleared in the CRM."""
     report = PushReport(dry_run=dry_run)
-    warehouse: Path = config.warehouse_path()
-    with duckdb.connect(str(warehouse), read_only=dry_run) as db:
+    with duckdb.connect(str(config.warehouse_path()), read_only=dry_run) as db:
         if not dry_run:
             report.interrupted = close_interrupted_attempts(db)
             report.confirmed = confirm_previous_attempts(db)
-        cursor = db.execute(READY_ESP_ACTIONS)
-        columns = [c[0] for c in cursor.description]
-        actions = [QueuedAction(**dict(zip(columns, row, strict=True))) for row in cursor.fetchall()]
-        by_list: dict[tuple[str, str], list[QueuedAction]] = defaultdict(list)
-        for action in actions:
-            by_list[(action.esp_account, action.esp_list_id)].append(action)
+        esp_actions = _fetch(db, READY_ESP_ACTIONS, QueuedAction)
+        crm_rows = _fetch(db, READY_CRM_ACTIONS, dict)
+        crm_actions = [_crm_action(row, config) for row in crm_rows]
         if dry_run:
-            for action in actions:
-                report.add(action, "would_send")
-            return report
-        is_blocked = blocklist_predicate(db)
-        for (account_name, list_id), queued in by_list.items():
-            account = config.account(account_name)
-            factory = writer_factory or connector(account.type).writer()
-            writer = factory(account, is_blocked=is_blocked, allow_permanent_delete=allow_permanent_delete)
-            attempts = _plan(db, queued, run_id, f"esp:{account_name}/{list_id}")
-            outcomes = _write_all(writer, list_id, queued)
-            for action in queued:
-                outcome = outcomes[action.action_id]
-                db.execute(
-                    "update ops.pushback_outbox set status = ?, error_code = ?, error_message = ?, updated_at = ? "
-                    "where attempt_id = ?",
-                    [outcome.status, outcome.error_code, outcome.error_message, _now(), attempts[action.action_id]],
+            for action in esp_actions:
+                report.add(action.list_link_id, action.action, action.action_source, "would_send", action.sample)
+            for row, crm_action in zip(crm_rows, crm_actions, strict=True):
+                report.add(
+                    row["list_link_id"], crm_action.action, crm_action.action_source, "would_write", _sample(row)
                 )
-                report.add(action, outcome.status)
-            report.write_requests += int(getattr(writer, "requests", 0))
+            return report
+        done_tasks = _push_esp(db, config, esp_actions, run_id, report, writer_factory, allow_permanent_delete)
+        writer = crm_writer or CrmWriter(config.crm.connection_url(config.base_dir), config.crm, config.field_mappings)
+        try:
+            if crm_actions:
+                done_tasks += _push_crm(db, writer, crm_rows, crm_actions, run_id, report)
+            report.tasks_cleared = writer.clear_tasks(done_tasks)
+        finally:
+            if crm_writer is None:
+                writer.close()
     return report
 
 
-def _plan(db: duckdb.DuckDBPyConnection, queued: list[QueuedAction], run_id: str, target: str) -> dict[str, str]:
-    """Record every attempt as planned before anything is sent: a killed push leaves a trace."""
-    attempts = {action.action_id: uuid.uuid4().hex for action in queued}
+def _fetch(db: duckdb.DuckDBPyConnection, query: str, kind: Callable[..., Any]) -> list[Any]:
+    cursor = db.execute(query)
+    columns = [c[0] for c in cursor.description]
+    return [kind(**dict(zip(columns, row, strict=True))) for row in cursor.fetchall()]
+
+
+def _push_esp(
+    db: duckdb.DuckDBPyConnection,
+    config: MailbridgeConfig,
+    actions: list[QueuedAction],
+    run_id: str,
+    report: PushReport,
+    writer_factory: Callable[..., EspWriter] | None,
+    allow_permanent_delete: bool,
+) -> list[tuple[str, str, str]]:
+    by_list: dict[tuple[str, str], list[QueuedAction]] = defaultdict(list)
+    for action in actions:
+        by_list[(action.esp_account, action.esp_list_id)].append(action)
+    is_blocked = blocklist_predicate(db)
+    done_tasks: list[tuple[str, str, str]] = []
+    for (account_name, list_id), queued in by_list.items():
+        account = config.account(account_name)
+        factory = writer_factory or connector(account.type).writer()
+        writer = factory(account, is_blocked=is_blocked, allow_permanent_delete=allow_permanent_delete)
+        attempts = _plan(db, [_planned(a) for a in queued], run_id, f"esp:{account_name}/{list_id}")
+        outcomes = _write_all(writer, list_id, queued)
+        for action in queued:
+            outcome = outcomes[action.action_id]
+            _record(db, attempts[action.action_id], outcome)
+            report.add(action.list_link_id, action.action, action.action_source, outcome.status, action.sample)
+            if outcome.status == "sent" and action.action_source == "crm_task" and action.crm_task:
+                done_tasks.append((str(action.crm_contact_id), action.crm_list_id, action.crm_task))
+        report.write_requests += int(getattr(writer, "requests", 0))
+    return done_tasks
+
+
+def _push_crm(
+    db: duckdb.DuckDBPyConnection,
+    writer: CrmWriter,
+    rows: list[dict[str, Any]],
+    actions: list[CrmAction],
+    run_id: str,
+    report: PushReport,
+) -> list[tuple[str, str, str]]:
+    planned = [
+        (a.action_id, a.list_link_id, row["email_key"], a.action, f"{a.action} {a.email_address} in the CRM")
+        for row, a in zip(rows, actions, strict=True)
+    ]
+    attempts = _plan(db, planned, run_id, "crm")
+    done_tasks: list[tuple[str, str, str]] = []
+    for row, action, outcome in zip(rows, actions, writer.apply(actions), strict=True):
+        _record(db, attempts[action.action_id], outcome)
+        report.add(action.list_link_id, action.action, action.action_source, outcome.status, _sample(row))
+        if (
+            outcome.status == "sent"
+            and action.action_source == "crm_task"
+            and action.crm_task
+            and action.crm_contact_id
+        ):
+            done_tasks.append((action.crm_contact_id, action.crm_list_id, action.crm_task))
+    report.crm_statements += writer.statements
+    return done_tasks
+
+
+def _crm_action(row: dict[str, Any], config: MailbridgeConfig) -> CrmAction:
+    account = config.account(row["esp_account"])
+    differences = row["field_differences"] or []
+    esp_wins_only = row["action_source"] == "policy"
+    contact = (
+        {
+            "email": row["contact_email"],
+            "first_name": row["contact_first_name"],
+            "last_name": row["contact_last_name"],
+            "salutation": row["contact_salutation"],
+            "modified_at": row["contact_modified_at"],
+        }
+        if row["contact_extracted"]
+        else {}
+    )
+    return CrmAction(
+        action_id=row["action_id"],
+        action=row["action"],
+        action_source=row["action_source"],
+        list_link_id=row["list_link_id"],
+        crm_list_id=row["crm_list_id"],
+        crm_contact_id=row["crm_contact_id"],
+        email_address=row["email_address"],
+        set_by=f"mailbridge:{account.type}:{account.name}",
+        esp_status=row["esp_status"],
+        esp_status_changed_at=row["esp_status_changed_at"],
+        crm_task=row["crm_task"],
+        extracted_status_value=row["extracted_status_value"],
+        extracted_status_changed_at=row["extracted_status_changed_at"],
+        extracted_contact=contact,
+        esp_values={
+            "first_name": row["esp_first_name"],
+            "last_name": row["esp_last_name"],
+            "salutation": row["esp_salutation"],
+        },
+        field_updates={d["field_name"]: d["value"] for d in differences if d["winner"] == "esp" or not esp_wins_only},
+    )
+
+
+def _sample(row: dict[str, Any]) -> str:
+    return f"{row['email_address']} ({row['rule']})"
+
+
+def _record(db: duckdb.DuckDBPyConnection, attempt_id: str, outcome: WriteOutcome) -> None:
+    db.execute(
+        "update ops.pushback_outbox set status = ?, error_code = ?, error_message = ?, updated_at = ? "
+        "where attempt_id = ?",
+        [outcome.status, outcome.error_code, outcome.error_message, _now(), attempt_id],
+    )
+
+
+def _planned(action: QueuedAction) -> tuple[str, str, str, str, str]:
+    summary = f"{action.action} {action.email_address}" + (
+        f" (former {action.former_email_key})" if action.former_email_key else ""
+    )
+    return (action.action_id, action.list_link_id, action.email_key, action.action, summary)
+
+
+def _plan(
+    db: duckdb.DuckDBPyConnection, planned: list[tuple[str, str, str, str, str]], run_id: str, target: str
+) -> dict[str, str]:
+    """Record every attempt as planned before anything is sent: a killed push leaves a trace.
+    `planned` holds (action id, list link, email key, action, payload summary)."""
+    attempts = {action_id: uuid.uuid4().hex for action_id, *_ in planned}
     now = _now()
     db.executemany(
         "insert into ops.pushback_outbox values (?, ?, ?, ?, ?, ?, ?, ?, 'planned', null, null, ?, ?)",
         [
-            [
-                attempts[a.action_id],
-                a.action_id,
-                run_id,
-                target,
-                a.list_link_id,
-                a.email_key,
-                a.action,
-                f"{a.action} {a.email_address}" + (f" (former {a.former_email_key})" if a.former_email_key else ""),
-                now,
-                now,
-            ]
-            for a in queued
+            [attempts[action_id], action_id, run_id, target, link, key, action, summary, now, now]
+            for action_id, link, key, action, summary in planned
         ],
     )
     return attempts
@@ -220,7 +379,7 @@ def _write_all(writer: EspWriter, list_id: str, queued: list[QueuedAction]) -> d
         again = [writes[index] for index in retry]
         for index, outcome in zip(retry, _aligned(again, writer.write(list_id, again)), strict=True):
             outcomes[index] = outcome
-    rank = {"sent": 0, "failed": 1, "rejected": 2}
+    rank = {"sent": 0, "stale": 1, "failed": 2, "rejected": 3}
     worst: dict[str, WriteOutcome] = {}
     for outcome in outcomes:
         current = worst.get(outcome.action_id)

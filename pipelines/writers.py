@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 from mailbridge.email_key import try_email_key
 
 EspAction = Literal["transmit", "start_doi", "unsubscribe", "update_fields", "delete", "delete_permanent"]
-OutcomeStatus = Literal["sent", "rejected", "failed"]
+OutcomeStatus = Literal["sent", "rejected", "failed", "stale"]
 
 # actions that would put an address on a list: never for a blocklisted or invalid one
 ADDING_ACTIONS = frozenset({"transmit", "start_doi", "update_fields"})
@@ -32,8 +32,9 @@ class EspWrite:
 
 @dataclass(frozen=True)
 class WriteOutcome:
-    """What became of one action: sent (the ESP accepted it; the next sync confirms), rejected
-    (permanent: never retried) or failed (transient: retried in the run and on the next)."""
+    """What became of one action: sent (the target accepted it; the next sync confirms),
+    rejected (permanent: never retried), failed (transient: retried in the run and on the
+    next) or stale (a CRM row changed since the sync: skipped until the next sync)."""
 
     action_id: str
     status: OutcomeStatus

@@ -23,6 +23,8 @@ CANONICAL_TYPES: dict[str, dict[str, sa.types.TypeEngine[Any]]] = {
         "last_name": sa.String(100),
         "salutation": sa.String(40),
         "modified_at": sa.DateTime(),
+        "needs_review": sa.Boolean(),
+        "email_bounced_at": sa.DateTime(),
     },
     "lists": {"list_id": sa.String(64), "name": sa.String(200)},
     "assignments": {
@@ -32,6 +34,7 @@ CANONICAL_TYPES: dict[str, dict[str, sa.types.TypeEngine[Any]]] = {
         "status_changed_at": sa.DateTime(),
         "status_set_by": sa.String(200),
         "task": sa.String(40),
+        "needs_review": sa.Boolean(),
     },
     "blocklist": {"email": sa.String(320), "blocked_at": sa.DateTime(), "reason": sa.String(200)},
     "email_history": {
@@ -39,6 +42,14 @@ CANONICAL_TYPES: dict[str, dict[str, sa.types.TypeEngine[Any]]] = {
         "email": sa.String(320),
         "valid_from": sa.DateTime(),
         "valid_to": sa.DateTime(),
+    },
+    "consents": {
+        "contact_id": sa.Integer(),
+        "list_id": sa.String(64),
+        "email": sa.String(320),
+        "given_at": sa.DateTime(),
+        "kind": sa.String(40),
+        "source": sa.String(200),
     },
 }
 PRIMARY_KEYS = {
@@ -109,6 +120,8 @@ def write_crm(scenario_tables: dict[str, pl.DataFrame], url: str, crm: CrmConfig
         metadata.create_all(engine)
         with engine.begin() as connection:
             for entity, table in tables.items():
+                if entity not in SCENARIO_TABLES:
+                    continue  # written by mailbridge only (consents)
                 frame = scenario_tables[SCENARIO_TABLES[entity]]
                 mapping: TableMapping = getattr(crm, entity)
                 for rows in _rows(frame, mapping, statuses):

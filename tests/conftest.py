@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
+from mailbridge.config import load_config
+from sandbox.crm_db import crm_tables
 from sandbox.mailchimp.app import MailchimpEmulator
 from sandbox.scenario import Scenario, load_scenario
 from sandbox.server import BackgroundServer
@@ -103,3 +106,26 @@ def sandbox_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {"brand_main": "MAILBRIDGE_MAILCHIMP_MAIN_KEY", "brand_shop": "MAILBRIDGE_MAILCHIMP_SHOP_KEY"}
     for account in ACCOUNTS:
         monkeypatch.setenv(env[account.name], account.api_key)
+
+
+POSTGRES_URL = os.environ.get("MAILBRIDGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MARIADB_URL = os.environ.get("MAILBRIDGE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def crm_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A CRM database: a SQLite file, and the machine's real PostgreSQL and MariaDB servers."""
+    url = {
+        "sqlite": f"sqlite:///{tmp_path / 'crm.sqlite'}",
+        "postgresql": POSTGRES_URL,
+        "mariadb": MARIADB_URL,
+    }[request.param]
+    yield url
+    if request.param != "sqlite":
+        # leave the shared test database as we found it
+        config = load_config(write_project_config(tmp_path, base_url=None, crm_url=url))
+        metadata = sa.MetaData()
+        crm_tables(config.crm, metadata)
+        engine = sa.create_engine(url)
+        metadata.drop_all(engine)
+        engine.dispose()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -12,30 +10,9 @@ import sqlalchemy as sa
 
 from mailbridge.config import ConfigError, MailbridgeConfig, load_config
 from pipelines.runner import extraction_named
-from sandbox.crm_db import crm_tables, write_crm
+from sandbox.crm_db import write_crm
 from sandbox.generator import generate_scenario
 from tests.conftest import write_project_config
-
-POSTGRES_URL = os.environ.get("MAILBRIDGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-MARIADB_URL = os.environ.get("MAILBRIDGE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
-
-
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
-def crm_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    url = {
-        "sqlite": f"sqlite:///{tmp_path / 'crm.sqlite'}",
-        "postgresql": POSTGRES_URL,
-        "mariadb": MARIADB_URL,
-    }[request.param]
-    yield url
-    if request.param != "sqlite":
-        # leave the shared test database as we found it
-        config = load_config(write_project_config(tmp_path, base_url=None, crm_url=url))
-        metadata = sa.MetaData()
-        crm_tables(config.crm, metadata)
-        engine = sa.create_engine(url)
-        metadata.drop_all(engine)
-        engine.dispose()
 
 
 def crm_config(tmp_path: Path, url: str) -> MailbridgeConfig:

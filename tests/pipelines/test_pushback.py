@@ -7,11 +7,12 @@ from typing import Any
 
 import duckdb
 import pytest
+import sqlalchemy as sa
 
 from mailbridge.config import MailbridgeConfig
 from mailbridge.decisions import record_decision
 from pipelines.mailchimp.helpers import subscriber_hash
-from pipelines.pushback import push_to_esps
+from pipelines.pushback import push
 from pipelines.runner import run_extractions
 from tests.conftest import RunningEmulator
 from tests.dbt.test_dbt_build import dbt_build, load_small_world
@@ -43,32 +44,68 @@ def test_decide_push_rerun_and_confirm(
     def writes() -> int:
         return sum(1 for e in emulator.emulator.log.snapshot() if e.method in ("POST", "PUT", "PATCH", "DELETE"))
 
-    dry = push_to_esps(config, run_id="dry", dry_run=True)
-    assert dry.counts == {("newsletter_main", "transmit", "manual"): {"would_send": 1}}
-    assert writes() == 0
+    crm_before = crm_rows(config)
+    dry = push(config, run_id="dry", dry_run=True)
+    assert dry.counts == {
+        ("newsletter_main", "transmit", "manual"): {"would_send": 1},
+        ("newsletter_main", "create_assignment", "policy"): {"would_write": 1},
+        ("newsletter_main", "create_contact", "policy"): {"would_write": 1},
+    }
+    assert writes() == 0 and crm_rows(config) == crm_before
 
-    pushed = push_to_esps(config, run_id="push-1")
-    assert pushed.counts == {("newsletter_main", "transmit", "manual"): {"sent": 1}}
+    pushed = push(config, run_id="push-1")
+    assert pushed.counts == {
+        ("newsletter_main", "transmit", "manual"): {"sent": 1},
+        ("newsletter_main", "create_assignment", "policy"): {"sent": 1},
+        ("newsletter_main", "create_contact", "policy"): {"sent": 1},
+    }
+    contacts, assignments = crm_rows(config)
+    emil = next(row for row in contacts if row["email_adresse"] == "emil.neu@beispiel.de")
+    assert (emil["vorname"], emil["nachname"], emil["zu_pruefen"]) == ("Emil", "Neu", 1)
+    new_assignments = {
+        (row["kontakt_id"], row["status"], row["status_gesetzt_von"], row["zu_pruefen"])
+        for row in assignments
+        if row["status_gesetzt_von"].startswith("mailbridge")
+    }
+    assert new_assignments == {
+        (3, "angemeldet", "mailbridge:mailchimp:brand_main", 1),
+        (emil["kontakt_id"], "angemeldet", "mailbridge:mailchimp:brand_main", 1),
+    }
     member = (
         emulator.state.account_named("brand_main").lists["nl0001"].members[subscriber_hash("bernd.meier@beispiel.de")]
     )
     assert member.status == "subscribed" and member.merge_fields["FNAME"] == "Bernd"
 
     sent_requests = writes()
-    again = push_to_esps(config, run_id="push-2")
+    again = push(config, run_id="push-2")
     assert again.counts == {} and again.write_requests == 0 and writes() == sent_requests
 
     run_extractions(config, full_refresh=False, run_id="verify")
     dbt_build(tmp_path, warehouse)
-    verify = push_to_esps(config, run_id="push-3")
-    assert verify.confirmed == 1 and verify.counts == {}
+    verify = push(config, run_id="push-3")
+    assert verify.confirmed == 3 and verify.counts == {}
     with duckdb.connect(str(warehouse), read_only=True) as db:
-        outbox = db.execute("select action, status, run_id from ops.pushback_outbox").fetchall()
-        result = db.execute(
-            "select result from marts.fct_list_reconciliation where email_key = 'bernd.meier@beispiel.de'"
-        ).fetchall()
-    assert outbox == [("transmit", "confirmed", "push-1")]
-    assert result == [("in_sync",)]
+        outbox = db.execute("select action, status, run_id from ops.pushback_outbox order by action").fetchall()
+        results = db.execute("select distinct result from marts.fct_list_reconciliation").fetchall()
+    assert outbox == [
+        ("create_assignment", "confirmed", "push-1"),
+        ("create_contact", "confirmed", "push-1"),
+        ("transmit", "confirmed", "push-1"),
+    ]
+    assert results == [("in_sync",)]
+
+
+def crm_rows(config: MailbridgeConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    engine = sa.create_engine(config.crm.connection_url(config.base_dir))
+    try:
+        with engine.connect() as connection:
+            contacts = [dict(r) for r in connection.execute(sa.text("select * from kontakte")).mappings()]
+            assignments = [
+                dict(r) for r in connection.execute(sa.text("select * from verteiler_zuordnungen")).mappings()
+            ]
+    finally:
+        engine.dispose()
+    return contacts, assignments
 
 
 def test_an_interrupted_push_is_sent_again_and_its_trace_closed(
@@ -87,15 +124,17 @@ def test_an_interrupted_push_is_sent_again_and_its_trace_closed(
             raise KeyboardInterrupt  # the process stops between planning and the ESP's answer
 
     with pytest.raises(KeyboardInterrupt):
-        push_to_esps(config, run_id="dies", writer_factory=DiesMidway)
-    resumed = push_to_esps(config, run_id="resumes")
+        push(config, run_id="dies", writer_factory=DiesMidway)
+    resumed = push(config, run_id="resumes")
     assert resumed.interrupted == 1
-    assert resumed.counts == {("newsletter_main", "transmit", "manual"): {"sent": 1}}
+    assert resumed.counts[("newsletter_main", "transmit", "manual")] == {"sent": 1}
     dbt_build(tmp_path, warehouse)
     with duckdb.connect(str(warehouse), read_only=True) as db:
-        outbox = db.execute("select run_id, status, error_code from ops.pushback_outbox order by run_id").fetchall()
+        outbox = db.execute(
+            "select run_id, status, error_code from ops.pushback_outbox where action = 'transmit' order by run_id"
+        ).fetchall()
         events = db.execute(
-            "select code, severity from marts.fct_sync_event_log where code like 'pushback_%' order by code"
+            "select distinct code, severity from marts.fct_sync_event_log where code like 'pushback_%' order by code"
         ).fetchall()
     assert outbox == [("dies", "failed", "interrupted"), ("resumes", "sent", None)]
     assert events == [("pushback_failed", "warning"), ("pushback_sent", "info")]

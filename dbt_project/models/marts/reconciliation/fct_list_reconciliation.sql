@@ -42,10 +42,24 @@ blocked_domains as (
 
 ),
 
+-- the CRM contact behind each address (the lowest id when several share it): a member the
+-- CRM knows as a contact but not on this list gets its assignment there
 crm_keys as (
 
-    select distinct email_key from {{ ref('stg_crm__contacts') }}
-    where email_key is not null
+    select
+        email_key,
+        min(crm_contact_id) as crm_contact_id
+
+    from (
+        select
+            email_key,
+            crm_contact_id,
+            row_number() over (partition by email_key order by length(crm_contact_id), crm_contact_id) as id_rank
+        from {{ ref('stg_crm__contacts') }}
+        where email_key is not null
+    ) as contacts
+    where id_rank = 1
+    group by email_key
 
 ),
 
@@ -78,6 +92,7 @@ compared as (
         coalesce(extractions.is_completed, false) as is_extraction_complete,
         blocked_keys.email_key is not null or blocked_domains.blocked_domain is not null as is_blocked,
         crm_keys.email_key is not null as is_known_contact,
+        crm_keys.crm_contact_id as known_contact_id,
         field_differences.differing_fields,
         coalesce(field_differences.differences, 0) as field_difference_count,
         coalesce(field_differences.crm_wins, 0) as crm_wins,
@@ -173,7 +188,7 @@ final as (
         email_key,
         coalesce(crm_email_address, esp_email_address) as email_address,
         former_email_key,
-        crm_contact_id,
+        coalesce(crm_contact_id, known_contact_id) as crm_contact_id,
         esp_member_id,
 
         ---------- result
