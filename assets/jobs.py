@@ -5,18 +5,24 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.ingest import SyncConfig, ingest_op_names
+from assets.pushback import PushConfig
+
+PUSHBACK = dg.AssetSelection.groups("pushback")
 
 
-def sync_run_config(sync: SyncConfig, log_level: str | None = None) -> dg.RunConfig:
+def sync_run_config(sync: SyncConfig, log_level: str | None = None, push: PushConfig | None = None) -> dg.RunConfig:
     """Run config of a sync job: the same full/incremental choice for every extraction."""
     loggers = {"console": {"config": {"log_level": log_level}}} if log_level else None
-    return dg.RunConfig(ops={op: sync for op in ingest_op_names()}, loggers=loggers)
+    ops: dict[str, dg.Config] = {op: sync for op in ingest_op_names()}
+    if push is not None:
+        ops["pushback__outbox"] = push
+    return dg.RunConfig(ops=ops, loggers=loggers)
 
 
 def _sync_job(name: str, full_refresh: bool, description: str) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         name,
-        selection=dg.AssetSelection.all(),
+        selection=dg.AssetSelection.all() - PUSHBACK,
         description=description,
         config=sync_run_config(SyncConfig(full_refresh=full_refresh)),
         # one process, one step at a time: DuckDB takes a single writer
@@ -29,6 +35,22 @@ def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
     return [
         _sync_job("full_sync", True, "Re-read every member of every ESP list and the whole CRM, then reconcile."),
         _sync_job("incremental_sync", False, "Read what changed since the last sync, then reconcile."),
+        dg.define_asset_job(
+            "sync_and_push",
+            selection=dg.AssetSelection.all(),
+            description="Incremental sync, reconcile, push (behind the blocking push gate), then an incremental "
+            "sync to verify: what was pushed shows as confirmed. Set pushback__outbox.config.dry_run to only report.",
+            config=sync_run_config(SyncConfig(full_refresh=False), push=PushConfig()),
+            executor_def=dg.in_process_executor,
+            tags={"mailbridge/sync": "incremental", "mailbridge/push": "true"},
+        ),
+        dg.define_asset_job(
+            "push",
+            selection=PUSHBACK - dg.AssetSelection.assets(["pushback", "verification"]),
+            description="Push the queue as the last sync left it (the push gate still applies).",
+            config=dg.RunConfig(ops={"pushback__outbox": PushConfig()}),
+            executor_def=dg.in_process_executor,
+        ),
     ]
 
 

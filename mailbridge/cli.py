@@ -89,16 +89,19 @@ def dagster_home(config: MailbridgeConfig) -> Path:
     return home
 
 
-def run_sync_job(config: MailbridgeConfig, *, full_refresh: bool) -> str:
-    """Run the full or incremental sync job through Dagster, recorded in the instance's history."""
+def run_sync_job(config: MailbridgeConfig, *, full_refresh: bool, push: bool = False, dry_run: bool = False) -> str:
+    """Run a sync job through Dagster, recorded in the instance's history: full or incremental,
+    or sync_and_push (incremental sync → reconcile → push → incremental sync to verify)."""
     dagster_home(config)
     from dagster import DagsterInstance, DagsterRunStatus
 
     from assets.definitions import defs
     from assets.ingest import SyncConfig
     from assets.jobs import sync_run_config
+    from assets.pushback import PushConfig
 
-    job_name = "full_sync" if full_refresh else "incremental_sync"
+    job_name = "sync_and_push" if push else "full_sync" if full_refresh else "incremental_sync"
+    push_config = PushConfig(dry_run=dry_run) if push else None
     job = defs.resolve_job_def(job_name)
     instance = DagsterInstance.get()
     log_dir = config.warehouse_path().parent / "logs"
@@ -106,14 +109,17 @@ def run_sync_job(config: MailbridgeConfig, *, full_refresh: bool) -> str:
     log_file = log_dir / f"{job_name}-{time.strftime('%Y%m%dT%H%M%S')}.log"
     started = time.monotonic()
     with (
-        console.status(f"[bold]Running {job_name}[/bold] (extract → dbt build)…"),
+        console.status(
+            f"[bold]Running {job_name}[/bold] "
+            + ("(extract → dbt build → push → extract → dbt build)…" if push else "(extract → dbt build)…")
+        ),
         log_file.open("w", encoding="utf-8") as log,
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),
     ):
         result = job.execute_in_process(
             instance=instance,
-            run_config=sync_run_config(SyncConfig(full_refresh=full_refresh), log_level="INFO"),
+            run_config=sync_run_config(SyncConfig(full_refresh=full_refresh), log_level="INFO", push=push_config),
             raise_on_error=False,
             tags={"mailbridge/started_by": "cli"},
         )
@@ -314,15 +320,25 @@ def demo(
 def sync(
     full: Annotated[bool, typer.Option("--full", help="Re-read everything and replace the members.")] = False,
     incremental: Annotated[bool, typer.Option("--incremental", help="Read only what changed (default).")] = False,
+    push: Annotated[
+        bool, typer.Option("--push", help="Then push the queue and sync again to verify (the sync_and_push job).")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --push: report what would be written.")] = False,
     config_file: ConfigOption = None,
 ) -> None:
     """Run a full or incremental sync through Dagster and print the results per list."""
     if full and incremental:
         err.print("[red]Choose one of --full and --incremental.[/red]")
         raise typer.Exit(2)
+    if push and full:
+        err.print("[red]--push runs an incremental sync; run `mailbridge sync --full` first if you need one.[/red]")
+        raise typer.Exit(2)
+    if dry_run and not push:
+        err.print("[red]--dry-run goes with --push (or use `mailbridge push --dry-run`).[/red]")
+        raise typer.Exit(2)
     config = _load(config_file)
     try:
-        run_sync_job(config, full_refresh=full)
+        run_sync_job(config, full_refresh=full, push=push, dry_run=dry_run)
         print_summary(reconciliation_counts(config))
     except MailbridgeExit as failure:
         if failure.args:
@@ -396,12 +412,22 @@ def push(
     ops.pushback_outbox."""
     import uuid
 
-    from pipelines.pushback import push
+    from pipelines.pushback import PushRefused, push
 
     config = _load(config_file)
     run_id = f"push-{uuid.uuid4().hex[:12]}"
-    with console.status("Pushing…" if not dry_run else "Planning…"):
-        report = push(config, run_id=run_id, dry_run=dry_run, allow_permanent_delete=allow_permanent_delete)
+    try:
+        with console.status("Pushing…" if not dry_run else "Planning…"):
+            report = push(config, run_id=run_id, dry_run=dry_run, allow_permanent_delete=allow_permanent_delete)
+    except PushRefused as refused:
+        err.print(f"[red]Push refused, nothing was written:[/red] {refused.verdict.explain()}")
+        raise typer.Exit(1) from None
+    if report.gate is not None and not report.gate.allowed:
+        err.print(f"[yellow]A real push would be refused now:[/yellow] {report.gate.explain()}")
+    if report.gate is not None and report.gate.aborted_lists:
+        err.print(
+            f"[yellow]Held (their latest extraction did not complete):[/yellow] {', '.join(report.gate.aborted_lists)}"
+        )
     title = "Dry run: what a push would write (nothing was changed)" if dry_run else f"Push {run_id}"
     table = Table(title=title, header_style="bold")
     for column in ("list link", "action", "from", "outcome", "count", "for example"):
@@ -415,6 +441,37 @@ def push(
             f"{report.write_requests} ESP write requests, {report.crm_statements} CRM statements, "
             f"{report.tasks_cleared} CRM tasks cleared; {report.confirmed} earlier actions confirmed by the sync."
         )
+
+
+@app.command()
+def send(
+    campaign: Annotated[str, typer.Argument(help="The ESP's campaign id.")],
+    account: Annotated[str | None, typer.Option(help="The ESP account (needed when several are configured).")] = None,
+    max_age: Annotated[
+        int | None, typer.Option(help="Minutes since the list's reconciliation (default: gating.send_max_age_minutes).")
+    ] = None,
+    config_file: ConfigOption = None,
+) -> None:
+    """Send a campaign, but only if its list reconciled recently and no opt-out waits to be pushed."""
+    from pipelines.http import EspApiError
+    from pipelines.send import send_campaign
+
+    config = _load(config_file)
+    try:
+        result = send_campaign(config, campaign, account_name=account, max_age_minutes=max_age)
+    except ConfigError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    except EspApiError as error:
+        err.print(f"[red]The ESP refused: {error}[/red]")
+        raise typer.Exit(1) from None
+    where = f"{result.esp_account}/{result.esp_list_id}" + (f" ({result.list_link_id})" if result.list_link_id else "")
+    if not result.sent:
+        err.print(f"[red]Send refused[/red] for campaign {campaign} to {where}:")
+        for reason in result.reasons:
+            err.print(f"  - {reason}")
+        raise typer.Exit(1)
+    console.print(f"[green]✓[/green] campaign {campaign} sent to {where}")
 
 
 @app.command()

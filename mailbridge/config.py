@@ -205,6 +205,15 @@ class Policy(_Strict):
         return self.field_winners.get(field, "manual")
 
 
+class GatingSettings(_Strict):
+    """When mailbridge refuses to act on the warehouse's picture of the lists."""
+
+    # a push needs a reconciliation at most this old
+    push_max_age_minutes: int = Field(default=60, ge=1)
+    # a campaign send needs its list reconciled at most this long ago
+    send_max_age_minutes: int = Field(default=30, ge=1)
+
+
 class ExtractionSettings(_Strict):
     page_size: int = Field(default=1000, ge=1, le=1000)
     max_retries: int = Field(default=6, ge=0, le=20)
@@ -220,6 +229,7 @@ class MailbridgeConfig(_Strict):
     field_mappings: list[FieldMapping] = Field(default_factory=list)
     policy: Policy = Policy()
     extraction: ExtractionSettings = ExtractionSettings()
+    gating: GatingSettings = GatingSettings()
     warehouse: str = ".mailbridge/warehouse.duckdb"
 
     # set by load_config, not by the file

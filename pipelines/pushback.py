@@ -20,6 +20,7 @@ import duckdb
 
 from mailbridge.config import MailbridgeConfig
 from pipelines.crm.writer import CrmAction, CrmWriter
+from pipelines.gate import Verdict, push_gate
 from pipelines.registry import connector
 from pipelines.writers import EspWrite, EspWriter, WriteOutcome
 
@@ -125,6 +126,14 @@ class QueuedAction:
         return out
 
 
+class PushRefused(Exception):
+    """The push gate refused: the reconciliation is too old or its dbt run failed."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(f"push refused: {verdict.explain()}")
+        self.verdict = verdict
+
+
 @dataclass
 class PushReport:
     """What a push did (or, dry, would do): counts per list and action, and samples."""
@@ -135,6 +144,7 @@ class PushReport:
     confirmed: int = 0
     interrupted: int = 0
     write_requests: int = 0
+    gate: Verdict | None = None
     crm_statements: int = 0
     tasks_cleared: int = 0
 
@@ -201,9 +211,15 @@ def push(
     crm_writer: CrmWriter | None = None,
 ) -> PushReport:
     """Send every ready action of the queue once, to the ESPs and to the CRM; record each
-    attempt in the outbox. CRM task words that were executed are cleared in the CRM."""
+    attempt in the outbox. CRM task words that were executed are cleared in the CRM.
+
+    Refused (PushRefused) when the push gate says the reconciliation is too old or its dbt
+    run failed; a dry run reports the gate's verdict and goes on."""
     report = PushReport(dry_run=dry_run)
     with duckdb.connect(str(config.warehouse_path()), read_only=dry_run) as db:
+        report.gate = push_gate(db, config.gating.push_max_age_minutes)
+        if not report.gate.allowed and not dry_run:
+            raise PushRefused(report.gate)
         if not dry_run:
             report.interrupted = close_interrupted_attempts(db)
             report.confirmed = confirm_previous_attempts(db)

@@ -52,6 +52,14 @@ class EspWriter(Protocol):
     def write(self, list_id: str, writes: Sequence[EspWrite]) -> list[WriteOutcome]: ...
 
 
+class CampaignSender(Protocol):
+    """Triggers an ESP's campaign send; the send gate decides whether it may."""
+
+    def campaign_list_id(self, campaign_id: str) -> str: ...
+
+    def send_campaign(self, campaign_id: str) -> None: ...
+
+
 def compliance_refusals(
     writes: Sequence[EspWrite], is_blocked: Callable[[str], bool]
 ) -> tuple[list[EspWrite], list[WriteOutcome]]:

@@ -1,5 +1,6 @@
-{#- The tables mailbridge itself writes (not dbt, not dlt): manual decisions and the push-back
-    outbox. Created before every run so the models can read them from the first sync on. -#}
+{#- The tables mailbridge itself writes (not dbt, not dlt): manual decisions, the push-back
+    outbox and the record of dbt runs. Created before every run so the models can read them
+    from the first sync on. -#}
 {% macro create_ops_tables() -%}
     create schema if not exists ops;
     create table if not exists ops.decisions (
@@ -27,4 +28,34 @@
         attempted_at timestamp with time zone not null,
         updated_at timestamp with time zone not null
     );
+    create table if not exists ops.dbt_runs (
+        invocation_id varchar primary key,
+        run_id varchar not null,
+        finished_at timestamp with time zone not null,
+        nodes integer not null,
+        failures integer not null,
+        failed_nodes varchar
+    );
+{%- endmacro %}
+
+
+{#- One row per dbt run, written when it ends: push and send refuse to act while the latest
+    run has a failed model or test. -#}
+{% macro record_dbt_run(results) -%}
+    {%- if execute -%}
+        {%- set failed = [] -%}
+        {%- for result in results -%}
+            {%- if result.status in ['error', 'fail'] -%}
+                {%- do failed.append(result.node.unique_id) -%}
+            {%- endif -%}
+        {%- endfor -%}
+        insert into ops.dbt_runs values (
+            '{{ invocation_id }}',
+            '{{ var("run_id") | replace("'", "''") }}',
+            {{ dbt.current_timestamp() }},
+            {{ results | length }},
+            {{ failed | length }},
+            {{ "'" ~ (failed | join(", ") | replace("'", "''")) ~ "'" if failed else "null" }}
+        )
+    {%- endif -%}
 {%- endmacro %}

@@ -120,3 +120,15 @@ class MailchimpWriter:
                 return WriteOutcome(write.action_id, "failed", code, str(error))
             return WriteOutcome(write.action_id, "rejected", code, str(error))
         return WriteOutcome(write.action_id, "sent")
+
+    # -- campaigns --------------------------------------------------------------
+
+    def campaign_list_id(self, campaign_id: str) -> str:
+        """The list a campaign goes to."""
+        campaign = self.client.get(f"campaigns/{campaign_id}", {"fields": "id,status,recipients.list_id"})
+        return str(campaign["recipients"]["list_id"])
+
+    def send_campaign(self, campaign_id: str) -> None:
+        """Send the campaign now (Mailchimp answers 204 No Content)."""
+        self.requests += 1
+        self.client.request_json("POST", f"campaigns/{campaign_id}/actions/send")

@@ -87,6 +87,9 @@ def test_decide_push_rerun_and_confirm(
     with duckdb.connect(str(warehouse), read_only=True) as db:
         outbox = db.execute("select action, status, run_id from ops.pushback_outbox order by action").fetchall()
         results = db.execute("select distinct result from marts.fct_list_reconciliation").fetchall()
+        # every dbt run records itself when it ends: the gates read this
+        dbt_runs = db.execute("select count(*), max(failures), min(nodes) from ops.dbt_runs").fetchone()
+    assert dbt_runs is not None and dbt_runs[0] == 3 and dbt_runs[1] == 0 and dbt_runs[2] > 50
     assert outbox == [
         ("create_assignment", "confirmed", "push-1"),
         ("create_contact", "confirmed", "push-1"),

@@ -7,8 +7,9 @@
     )
 }}
 -- What happened to each address, run after run: one row per reconciliation result that is not
--- in_sync, per warning or note, per CRM row kept out of the load and per list whose extraction
--- broke off. Appended every run; a rerun of one run id replaces that run's rows.
+-- in_sync, per warning or note, per CRM row kept out of the load, per list whose extraction
+-- broke off, per queued action refused or stale, and per push attempt. Appended every run; a
+-- rerun of one run id replaces that run's rows.
 with
 
 reconciliation as (
@@ -135,7 +136,11 @@ pushback_events as (
     select
         outbox.run_id,
         outbox.updated_at as logged_at,
-        case outbox.status when 'rejected' then 'error' when 'failed' then 'warning' else 'info' end as severity,
+        case
+            when outbox.status = 'rejected' then 'error'
+            when outbox.status in ('failed', 'stale') then 'warning'
+            else 'info'
+        end as severity,
         concat('pushback_', outbox.status) as code,
         concat(outbox.payload_summary, ' → ', outbox.status,
                case when outbox.error_message is not null then concat(': ', outbox.error_message) else '' end)
@@ -152,9 +157,31 @@ pushback_events as (
 
 ),
 
+queue_events as (
+
+    select
+        queue.run_id,
+        {{ dbt.current_timestamp() }} as logged_at,
+        'warning' as severity,
+        concat('queue_', queue.queue_status) as code,
+        concat(queue.action, ' from ', queue.action_source, ' ', queue.queue_status, ': ', queue.queue_reason)
+            as message,
+        queue.list_link_id,
+        queue.email_key,
+        queue.crm_contact_id,
+        concat_ws('; ', concat('action_id=', queue.action_id), concat('decided_by=', coalesce(queue.decided_by, '-')))
+            as detail
+
+    from {{ ref('fct_pushback_queue') }} as queue
+    where queue.queue_status in ('refused', 'stale')
+
+),
+
 unioned as (
 
     select * from result_events
+    union all
+    select * from queue_events
     union all
     select * from pushback_events
     union all

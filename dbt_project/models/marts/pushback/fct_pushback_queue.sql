@@ -10,6 +10,14 @@ reconciliation as (
 
 ),
 
+executed as (
+
+    select action_id from {{ source('ops', 'pushback_outbox') }}
+    where status in ('sent', 'confirmed')
+
+),
+
+-- a decision holds until it is executed: then the action made from it is in the outbox
 decisions as (
 
     select
@@ -17,6 +25,8 @@ decisions as (
         row_number() over (partition by list_link_id, email_key order by decided_at desc, decision_id) as recency
 
     from {{ source('ops', 'decisions') }}
+    where {{ dbt.hash("concat_ws('|', list_link_id, email_key, action, state_fingerprint)") }}
+        not in (select action_id from executed)
 
 ),
 
