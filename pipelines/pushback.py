@@ -10,7 +10,7 @@ needed) or sends it again.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -271,10 +271,16 @@ def _push_esp(
         factory = writer_factory or connector(account.type).writer()
         writer = factory(account, is_blocked=is_blocked, allow_permanent_delete=allow_permanent_delete)
         attempts = _plan(db, [_planned(a) for a in queued], run_id, f"esp:{account_name}/{list_id}")
-        outcomes = _write_all(writer, list_id, queued)
-        for action in queued:
-            outcome = outcomes[action.action_id]
-            _record(db, attempts[action.action_id], outcome)
+        by_id = {action.action_id: action for action in queued}
+
+        # recorded as each batch is answered: a push killed midway keeps what it wrote
+        def settled(outcomes: dict[str, WriteOutcome], attempts: dict[str, str] = attempts) -> None:
+            for action_id, outcome in outcomes.items():
+                _record(db, attempts[action_id], outcome)
+
+        outcomes = _write_all(writer, list_id, queued, settled)
+        for action_id, outcome in outcomes.items():
+            action = by_id[action_id]
             report.add(action.list_link_id, action.action, action.action_source, outcome.status, action.sample)
             if outcome.status == "sent" and action.action_source == "crm_task" and action.crm_task:
                 done_tasks.append((str(action.crm_contact_id), action.crm_list_id, action.crm_task))
@@ -385,28 +391,46 @@ def _plan(
     return attempts
 
 
-def _write_all(writer: EspWriter, list_id: str, queued: list[QueuedAction]) -> dict[str, WriteOutcome]:
-    """All writes of the queued actions; an action's outcome is its worst write's, and
-    transient failures get one more try within the run."""
-    writes = [write for action in queued for write in action.writes()]
-    outcomes = _aligned(writes, writer.write(list_id, writes))
-    retry = [index for index, outcome in enumerate(outcomes) if outcome.retryable]
-    if retry:
-        again = [writes[index] for index in retry]
-        for index, outcome in zip(retry, _aligned(again, writer.write(list_id, again)), strict=True):
-            outcomes[index] = outcome
-    rank = {"sent": 0, "stale": 1, "failed": 2, "rejected": 3}
-    worst: dict[str, WriteOutcome] = {}
-    for outcome in outcomes:
-        current = worst.get(outcome.action_id)
-        if current is None or rank[outcome.status] > rank[current.status]:
-            worst[outcome.action_id] = outcome
-    return worst
+RANK = {"sent": 0, "stale": 1, "failed": 2, "rejected": 3}
 
 
-def _aligned(writes: list[EspWrite], outcomes: list[WriteOutcome]) -> list[WriteOutcome]:
-    """Outcomes in the order of the writes (a writer may answer in another order)."""
-    pool: dict[str, list[WriteOutcome]] = defaultdict(list)
-    for outcome in outcomes:
-        pool[outcome.action_id].append(outcome)
-    return [pool[write.action_id].pop(0) for write in writes]
+def _write_all(
+    writer: EspWriter,
+    list_id: str,
+    queued: list[QueuedAction],
+    settled: Callable[[dict[str, WriteOutcome]], None],
+) -> dict[str, WriteOutcome]:
+    """All writes of the queued actions. An action settles when every one of its writes has
+    an answer, with its worst write's outcome; `settled` hears each batch of settled actions
+    as the ESP answers. Transient failures get one more try within the run."""
+    final: dict[str, WriteOutcome] = {}
+
+    def send(actions: list[QueuedAction]) -> None:
+        writes = [write for action in actions for write in action.writes()]
+        expected = Counter(write.action_id for write in writes)
+        heard: dict[str, list[WriteOutcome]] = defaultdict(list)
+
+        def on_batch(outcomes: list[WriteOutcome]) -> None:
+            done: dict[str, WriteOutcome] = {}
+            for outcome in outcomes:
+                heard[outcome.action_id].append(outcome)
+                if len(heard[outcome.action_id]) == expected[outcome.action_id]:
+                    done[outcome.action_id] = max(heard[outcome.action_id], key=lambda o: RANK[o.status])
+            if done:
+                final.update(done)
+                settled(done)
+
+        writer.write(list_id, writes, on_batch=on_batch)
+
+    send(queued)
+    again = [action for action in queued if final.get(action.action_id, _UNANSWERED).retryable]
+    if again:
+        send(again)
+    missing = {a.action_id: _UNANSWERED for a in queued if a.action_id not in final}
+    if missing:  # a writer that did not answer for some writes: sent again next run
+        final.update(missing)
+        settled(missing)
+    return final
+
+
+_UNANSWERED = WriteOutcome("", "failed", "no_answer", "the writer gave no outcome for this action")

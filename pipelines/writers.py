@@ -46,10 +46,16 @@ class WriteOutcome:
         return self.status == "failed"
 
 
-class EspWriter(Protocol):
-    """Applies actions to one ESP account."""
+BatchCallback = Callable[[list[WriteOutcome]], None]
 
-    def write(self, list_id: str, writes: Sequence[EspWrite]) -> list[WriteOutcome]: ...
+
+class EspWriter(Protocol):
+    """Applies actions to one ESP account. `on_batch` hears each batch's outcomes as soon as
+    the ESP answered it, so a push that dies midway has recorded what was written."""
+
+    def write(
+        self, list_id: str, writes: Sequence[EspWrite], on_batch: BatchCallback | None = None
+    ) -> list[WriteOutcome]: ...
 
 
 class CampaignSender(Protocol):

@@ -96,7 +96,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "crm_assignments": ("contact_id", "list_id", "status", "status_changed_at"),
     "crm_blocklist": ("email",),
     "esp_members": ("account", "list_id", "email", "status", "last_changed"),
-    "esp_campaigns": ("account", "campaign_id", "list_id", "send_time"),
+    "esp_campaigns": ("account", "campaign_id", "list_id"),
     "esp_recipients": ("account", "campaign_id", "email"),
     "esp_activity": ("account", "campaign_id", "email", "action", "timestamp"),
     "expected_results": ("link_id", "result"),

@@ -10,7 +10,7 @@ from mailbridge.config import EspAccount
 from pipelines.http import EspApiError, EspHttpClient, RetryPolicy
 from pipelines.mailchimp import settings
 from pipelines.mailchimp.helpers import mailchimp_client, subscriber_hash
-from pipelines.writers import EspWrite, WriteOutcome, compliance_refusals
+from pipelines.writers import BatchCallback, EspWrite, WriteOutcome, compliance_refusals
 
 MAX_BATCH_MEMBERS = 500
 
@@ -50,16 +50,24 @@ class MailchimpWriter:
         self.batch_size = min(batch_size, MAX_BATCH_MEMBERS)
         self.requests = 0
 
-    def write(self, list_id: str, writes: Sequence[EspWrite]) -> list[WriteOutcome]:
+    def write(
+        self, list_id: str, writes: Sequence[EspWrite], on_batch: BatchCallback | None = None
+    ) -> list[WriteOutcome]:
         allowed, outcomes = compliance_refusals(writes, self.is_blocked)
+        report = on_batch or (lambda batch_outcomes: None)
+        report(list(outcomes))
         upserts = [w for w in allowed if w.action not in ("delete", "delete_permanent")]
         deletes = [w for w in allowed if w.action in ("delete", "delete_permanent")]
         batches = [upserts[i : i + self.batch_size] for i in range(0, len(upserts), self.batch_size)]
         workers = max(1, min(self.account.max_connections, settings.MAX_CONNECTIONS, len(batches) or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
+            # results arrive in this thread, batch by batch, as they complete in order
             for result in pool.map(lambda batch: self._send_batch(list_id, batch), batches):
                 outcomes.extend(result)
-            outcomes.extend(pool.map(lambda write: self._delete(list_id, write), deletes))
+                report(result)
+            for outcome in pool.map(lambda write: self._delete(list_id, write), deletes):
+                outcomes.append(outcome)
+                report([outcome])
         return outcomes
 
     def _send_batch(self, list_id: str, batch: list[EspWrite]) -> list[WriteOutcome]:

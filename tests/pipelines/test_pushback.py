@@ -123,7 +123,7 @@ def test_an_interrupted_push_is_sent_again_and_its_trace_closed(
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             pass
 
-        def write(self, list_id: str, writes: Any) -> Any:
+        def write(self, list_id: str, writes: Any, on_batch: Any = None) -> Any:
             raise KeyboardInterrupt  # the process stops between planning and the ESP's answer
 
     with pytest.raises(KeyboardInterrupt):
