@@ -275,8 +275,7 @@ def _push_esp(
 
         # recorded as each batch is answered: a push killed midway keeps what it wrote
         def settled(outcomes: dict[str, WriteOutcome], attempts: dict[str, str] = attempts) -> None:
-            for action_id, outcome in outcomes.items():
-                _record(db, attempts[action_id], outcome)
+            _record(db, [(attempts[action_id], outcome) for action_id, outcome in outcomes.items()])
 
         outcomes = _write_all(writer, list_id, queued, settled)
         for action_id, outcome in outcomes.items():
@@ -302,8 +301,9 @@ def _push_crm(
     ]
     attempts = _plan(db, planned, run_id, "crm")
     done_tasks: list[tuple[str, str, str]] = []
-    for row, action, outcome in zip(rows, actions, writer.apply(actions), strict=True):
-        _record(db, attempts[action.action_id], outcome)
+    outcomes = writer.apply(actions)
+    _record(db, [(attempts[action.action_id], outcome) for action, outcome in zip(actions, outcomes, strict=True)])
+    for row, action, outcome in zip(rows, actions, outcomes, strict=True):
         report.add(action.list_link_id, action.action, action.action_source, outcome.status, _sample(row))
         if (
             outcome.status == "sent"
@@ -359,11 +359,28 @@ def _sample(row: dict[str, Any]) -> str:
     return f"{row['email_address']} ({row['rule']})"
 
 
-def _record(db: duckdb.DuckDBPyConnection, attempt_id: str, outcome: WriteOutcome) -> None:
+def _record(db: duckdb.DuckDBPyConnection, outcomes: list[tuple[str, WriteOutcome]]) -> None:
+    """Attempt outcomes, (attempt id, outcome) each, in one statement: all of them or none."""
+    if not outcomes:
+        return
+    columns: list[list[str | None]] = [[], [], [], []]
+    for attempt_id, outcome in outcomes:
+        for column, value in zip(
+            columns, (attempt_id, outcome.status, outcome.error_code, outcome.error_message), strict=True
+        ):
+            column.append(value)
     db.execute(
-        "update ops.pushback_outbox set status = ?, error_code = ?, error_message = ?, updated_at = ? "
-        "where attempt_id = ?",
-        [outcome.status, outcome.error_code, outcome.error_message, _now(), attempt_id],
+        """
+        update ops.pushback_outbox as outbox
+        set status = answered.status, error_code = answered.error_code,
+            error_message = answered.error_message, updated_at = ?
+        from (
+            select unnest(?::varchar[]) as attempt_id, unnest(?::varchar[]) as status,
+                unnest(?::varchar[]) as error_code, unnest(?::varchar[]) as error_message
+        ) as answered
+        where outbox.attempt_id = answered.attempt_id
+        """,
+        [_now(), *columns],
     )
 
 
@@ -380,13 +397,18 @@ def _plan(
     """Record every attempt as planned before anything is sent: a killed push leaves a trace.
     `planned` holds (action id, list link, email key, action, payload summary)."""
     attempts = {action_id: uuid.uuid4().hex for action_id, *_ in planned}
+    if not planned:
+        return attempts
+    action_ids, links, keys, actions, summaries = (list(column) for column in zip(*planned, strict=True))
     now = _now()
-    db.executemany(
-        "insert into ops.pushback_outbox values (?, ?, ?, ?, ?, ?, ?, ?, 'planned', null, null, ?, ?)",
-        [
-            [attempts[action_id], action_id, run_id, target, link, key, action, summary, now, now]
-            for action_id, link, key, action, summary in planned
-        ],
+    db.execute(
+        """
+        insert into ops.pushback_outbox
+        select
+            unnest(?::varchar[]), unnest(?::varchar[]), ?, ?, unnest(?::varchar[]), unnest(?::varchar[]),
+            unnest(?::varchar[]), unnest(?::varchar[]), 'planned', null, null, ?, ?
+        """,
+        [[attempts[a] for a in action_ids], action_ids, run_id, target, links, keys, actions, summaries, now, now],
     )
     return attempts
 
