@@ -95,6 +95,8 @@ class CrmConfig(_Strict):
     email_history: TableMapping | None = None
     # where write-back records consent (an opt-in confirmed at the ESP); optional
     consents: TableMapping | None = None
+    # false for a CRM mailbridge may only read: its changes then go out by `mailbridge export`
+    write_back: bool = True
     status_values: dict[str, Literal[CANONICAL_STATUSES]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: {status: status for status in CANONICAL_STATUSES}
     )

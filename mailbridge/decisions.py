@@ -10,9 +10,9 @@ from pathlib import Path
 import duckdb
 
 from mailbridge.email_key import InvalidEmail, email_key
+from pipelines.crm.writer import CRM_ACTIONS
 
 ESP_ACTIONS = ("transmit", "start_doi", "unsubscribe", "update_fields", "delete")
-CRM_ACTIONS = ("set_status", "create_assignment", "create_contact", "mark_bounced", "update_crm_fields")
 DECIDABLE_ACTIONS = ESP_ACTIONS + CRM_ACTIONS
 
 

@@ -224,7 +224,8 @@ def push(
             report.interrupted = close_interrupted_attempts(db)
             report.confirmed = confirm_previous_attempts(db)
         esp_actions = _fetch(db, READY_ESP_ACTIONS, QueuedAction)
-        crm_rows = _fetch(db, READY_CRM_ACTIONS, dict)
+        # a read-only CRM gets its changes by `mailbridge export` instead
+        crm_rows = _fetch(db, READY_CRM_ACTIONS, dict) if config.crm.write_back else []
         crm_actions = [_crm_action(row, config) for row in crm_rows]
         if dry_run:
             for action in esp_actions:
@@ -235,6 +236,8 @@ def push(
                 )
             return report
         done_tasks = _push_esp(db, config, esp_actions, run_id, report, writer_factory, allow_permanent_delete)
+        if not config.crm.write_back:
+            return report
         writer = crm_writer or CrmWriter(config.crm.connection_url(config.base_dir), config.crm, config.field_mappings)
         try:
             if crm_actions:

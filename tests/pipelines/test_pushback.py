@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from mailbridge.config import MailbridgeConfig
 from mailbridge.decisions import record_decision
+from mailbridge.export import export_crm_changes
 from pipelines.mailchimp.helpers import subscriber_hash
 from pipelines.pushback import push
 from pipelines.runner import run_extractions
@@ -143,3 +144,17 @@ def test_an_interrupted_push_is_sent_again_and_its_trace_closed(
     assert events == [("pushback_failed", "warning"), ("pushback_sent", "info")]
     member = emulator.state.account_named("brand_main").lists["nl0001"].members
     assert member[subscriber_hash("bernd.meier@beispiel.de")].status == "subscribed"
+
+
+def test_a_read_only_crm_is_left_alone_and_its_changes_exported(
+    tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, _ = world_with_a_decision(tmp_path, serve_mailchimp, small_scenario, monkeypatch)
+    read_only = config.model_copy(update={"crm": config.crm.model_copy(update={"write_back": False})})
+    before = crm_rows(config)
+    pushed = push(read_only, run_id="esp-only")
+    assert pushed.counts == {("newsletter_main", "transmit", "manual"): {"sent": 1}}
+    assert crm_rows(config) == before
+    out = tmp_path / "changes.csv"
+    assert export_crm_changes(config.warehouse_path(), out) == 2
+    assert "create_contact" in out.read_text("utf-8") and "create_assignment" in out.read_text("utf-8")
