@@ -75,6 +75,61 @@ def push_actions(actions: int, repeats: int) -> dict[str, float]:
     }
 
 
+def crm_write_back(actions: int, repeats: int) -> dict[str, float]:
+    """CRM write-back on SQLite: `actions` set_status writes, each behind its optimistic check."""
+    import tempfile
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from mailbridge.config import load_config
+    from pipelines.crm import _as_utc
+    from pipelines.crm.writer import CrmAction, CrmWriter
+    from sandbox.crm_db import write_crm
+    from sandbox.generator import generate_scenario
+
+    config = load_config(ROOT / "mailbridge.yaml")
+    scenario = generate_scenario(contacts=actions, seed=3)
+    timings = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as folder:
+            url = f"sqlite:///{folder}/crm.sqlite"
+            write_crm(scenario.tables, url, config.crm)
+            engine = sa.create_engine(url)
+            with engine.connect() as connection:
+                rows = connection.execute(
+                    sa.text("select kontakt_id, verteiler_id, status, status_datum from verteiler_zuordnungen")
+                ).fetchall()[:actions]
+            engine.dispose()
+            batch = [
+                CrmAction(
+                    action_id=f"a{i}",
+                    action="set_status",
+                    action_source="policy",
+                    list_link_id="bench",
+                    crm_list_id=list_id,
+                    crm_contact_id=str(contact_id),
+                    email_address="bench@beispiel.de",
+                    set_by="mailbridge:mailchimp:bench",
+                    esp_status="bounced_soft",
+                    esp_status_changed_at=datetime(2026, 1, 1, tzinfo=UTC),
+                    extracted_status_value=status,
+                    extracted_status_changed_at=_as_utc(changed_at, UTC),
+                )
+                for i, (contact_id, list_id, status, changed_at) in enumerate(rows)
+            ]
+            with CrmWriter(url, config.crm) as writer:
+                started = time.perf_counter()
+                outcomes = writer.apply(batch)
+                timings.append(time.perf_counter() - started)
+            assert all(outcome.status == "sent" for outcome in outcomes), outcomes[:3]
+    return {
+        "actions": len(batch),
+        "median_seconds": round(statistics.median(timings), 2),
+        "actions_per_second": round(len(batch) / statistics.median(timings)),
+    }
+
+
 def demo_full_sync(contacts: int, repeats: int) -> dict[str, float]:
     """`mailbridge demo --contacts N`: generate (cached), load the CRM, start the sandbox, full sync."""
     syncs, totals = [], []
@@ -110,6 +165,7 @@ def main() -> None:
     report = {
         "email_key": email_key_throughput(200_000, 3),
         "push": push_actions(10_000, 3),
+        "crm_write_back_sqlite": crm_write_back(10_000, 3),
         "full_sync": [demo_full_sync(n, args.repeats) for n in args.contacts],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
