@@ -66,9 +66,12 @@ def record_decision(
             "insert into ops.decisions values (?, ?, ?, ?, ?, ?, ?, ?)",
             [decision_id, list_link_id, key, action, fingerprint, decided_by, decided_at, note],
         )
-    warning = None
-    if action in ("transmit", "start_doi", "update_fields") and result in ("blocked", "invalid_email"):
-        warning = f"the address is {result.replace('_', ' ')}: the queue will refuse this {action}"
-    elif action == "transmit" and esp_status in ("unsubscribed", "bounced_hard", "bounced", "pending"):
-        warning = "the member opted out at the ESP: the queue will refuse a transmit; only start_doi brings it back"
+        # the queue refuses by the same rules (intermediate.int_pushback__refusals)
+        refusal = db.execute(
+            "select reason from intermediate.int_pushback__refusals where action = ? and ("
+            "(refused_field = 'result' and refused_value = ?) or (refused_field = 'esp_status' and refused_value = ?)"
+            ") order by priority limit 1",
+            [action, result, esp_status],
+        ).fetchone()
+    warning = f"the queue will refuse this {action}: {refusal[0]}" if refusal else None
     return Decision(decision_id, list_link_id, key, action, fingerprint, result, warning)

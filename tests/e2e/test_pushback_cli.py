@@ -55,7 +55,7 @@ def test_decide_push_verify_and_send_through_the_cli(tmp_path: Path, serve_mailc
         decided = cli("decide", address, "--list", "newsletter_main", "--action", "transmit", "--by", "lena")
         assert decided.returncode == 0, decided.stderr
         warnings[address] = decided.stderr
-    assert "blocked" in warnings["heidi@gesperrt.de"] and "opted out" in warnings["ida@beispiel.de"]
+    assert "blocklist" in warnings["heidi@gesperrt.de"] and "opted out" in warnings["ida@beispiel.de"]
 
     # the campaign may not go out while Frida's opt-out waits to be pushed
     refused = cli("send", "cmp_next")

@@ -30,6 +30,12 @@ decisions as (
 
 ),
 
+refusals as (
+
+    select * from {{ ref('int_pushback__refusals') }}
+
+),
+
 task_values as (
 
     select * from {{ source('mailbridge', 'crm_task_values') }}
@@ -75,22 +81,42 @@ chosen as (
 
 ),
 
+-- the compliance rules: the first refusal that applies to the action in this state
+refused as (
+
+    select
+        chosen.reconciliation_id,
+        refusals.reason as refusal_reason,
+        row_number() over (partition by chosen.reconciliation_id order by refusals.priority) as refusal_rank
+
+    from chosen
+    inner join refusals
+        on chosen.action = refusals.action
+        and (
+            (refusals.refused_field = 'result' and chosen.result = refusals.refused_value)
+            or (refusals.refused_field = 'esp_status' and chosen.esp_status = refusals.refused_value)
+        )
+
+),
+
 checked as (
 
     select
-        *,
+        chosen.*,
+        refused.refusal_reason,
         case
-            when action_source = 'manual' and decided_on_fingerprint <> state_fingerprint then 'stale'
-            when result = 'aborted' then 'held'
-            when action in ('transmit', 'start_doi', 'update_fields', 'change_address_doi', 'change_address_transmit')
-                and result in ('blocked', 'invalid_email') then 'refused'
-            when action = 'transmit' and esp_status in ('unsubscribed', 'bounced_hard', 'bounced', 'pending')
-                then 'refused'
+            when chosen.action_source = 'manual' and chosen.decided_on_fingerprint <> chosen.state_fingerprint
+                then 'stale'
+            when chosen.result = 'aborted' then 'held'
+            when refused.refusal_reason is not null then 'refused'
             else 'ready'
         end as queue_status
 
     from chosen
-    where action is not null
+    left join refused
+        on chosen.reconciliation_id = refused.reconciliation_id
+        and refused.refusal_rank = 1
+    where chosen.action is not null
 
 ),
 
@@ -121,12 +147,7 @@ final as (
         case queue_status
             when 'stale' then 'the decision was made on another state: decide again'
             when 'held' then 'the list''s latest extraction did not complete'
-            when 'refused' then
-                case
-                    when result = 'blocked' then 'the address is on the CRM blocklist: it is never transmitted'
-                    when result = 'invalid_email' then 'the address is not valid: it is never transmitted'
-                    else 'the member opted out at the ESP: only start_doi can bring it back'
-                end
+            when 'refused' then refusal_reason
         end as queue_reason,
         result,
         rule,
