@@ -404,7 +404,11 @@ def decide(
 def push(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be written, to whom and why.")] = False,
     allow_permanent_delete: Annotated[
-        bool, typer.Option("--allow-permanent-delete", help="Let `delete_permanent` erase members (irreversible).")
+        bool,
+        typer.Option(
+            "--allow-permanent-delete",
+            help="Run decided `delete_permanent` actions: the ESP erases the member (irreversible).",
+        ),
     ] = False,
     config_file: ConfigOption = None,
 ) -> None:
@@ -439,7 +443,8 @@ def push(
     if not dry_run:
         console.print(
             f"{report.write_requests} ESP write requests, {report.crm_statements} CRM statements, "
-            f"{report.tasks_cleared} CRM tasks cleared; {report.confirmed} earlier actions confirmed by the sync."
+            f"{report.tasks_cleared} CRM tasks cleared, {report.assignments_removed} CRM assignments removed "
+            f"after ESP deletes; {report.confirmed} earlier actions confirmed by the sync."
         )
 
 

@@ -12,7 +12,8 @@ import duckdb
 from mailbridge.email_key import InvalidEmail, email_key
 from pipelines.crm.writer import CRM_ACTIONS
 
-ESP_ACTIONS = ("transmit", "start_doi", "unsubscribe", "update_fields", "delete")
+# delete_permanent erases the member irreversibly: a push runs it only with --allow-permanent-delete
+ESP_ACTIONS = ("transmit", "start_doi", "unsubscribe", "update_fields", "delete", "delete_permanent")
 DECIDABLE_ACTIONS = ESP_ACTIONS + CRM_ACTIONS
 
 

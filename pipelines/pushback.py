@@ -31,6 +31,7 @@ EXPANSIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "unsubscribe": (("unsubscribe", "email_address"),),
     "update_fields": (("update_fields", "email_address"),),
     "delete": (("delete", "email_address"),),
+    "delete_permanent": (("delete_permanent", "email_address"),),
     "change_address_doi": (("unsubscribe", "former_email_key"), ("start_doi", "email_address")),
     "change_address_transmit": (("unsubscribe", "former_email_key"), ("transmit", "email_address")),
 }
@@ -147,6 +148,9 @@ class PushReport:
     gate: Verdict | None = None
     crm_statements: int = 0
     tasks_cleared: int = 0
+    # (contact, CRM list) of members deleted at the ESP: their CRM assignments go too
+    deleted_at_esp: list[tuple[str, str]] = field(default_factory=list)
+    assignments_removed: int = 0
 
     def add(self, list_link_id: str, action: str, source: str, status: str, sample: str) -> None:
         key = (list_link_id, action, source)
@@ -243,6 +247,7 @@ def push(
             if crm_actions:
                 done_tasks += _push_crm(db, writer, crm_rows, crm_actions, run_id, report)
             report.tasks_cleared = writer.clear_tasks(done_tasks)
+            report.assignments_removed = writer.remove_assignments(report.deleted_at_esp)
         finally:
             if crm_writer is None:
                 writer.close()
@@ -266,6 +271,10 @@ def _push_esp(
 ) -> list[tuple[str, str, str]]:
     by_list: dict[tuple[str, str], list[QueuedAction]] = defaultdict(list)
     for action in actions:
+        if action.action == "delete_permanent" and not allow_permanent_delete:
+            # not attempted, so not recorded: it waits in the queue for a push with the flag
+            report.add(action.list_link_id, action.action, action.action_source, "needs_flag", action.sample)
+            continue
         by_list[(action.esp_account, action.esp_list_id)].append(action)
     is_blocked = blocklist_predicate(db)
     done_tasks: list[tuple[str, str, str]] = []
@@ -286,6 +295,8 @@ def _push_esp(
             report.add(action.list_link_id, action.action, action.action_source, outcome.status, action.sample)
             if outcome.status == "sent" and action.action_source == "crm_task" and action.crm_task:
                 done_tasks.append((str(action.crm_contact_id), action.crm_list_id, action.crm_task))
+            if outcome.status == "sent" and action.action in ("delete", "delete_permanent") and action.crm_contact_id:
+                report.deleted_at_esp.append((action.crm_contact_id, action.crm_list_id))
         report.write_requests += int(getattr(writer, "requests", 0))
     return done_tasks
 
@@ -391,6 +402,8 @@ def _planned(action: QueuedAction) -> tuple[str, str, str, str, str]:
     summary = f"{action.action} {action.email_address}" + (
         f" (former {action.former_email_key})" if action.former_email_key else ""
     )
+    if action.action == "delete_permanent":
+        summary += " (irreversible: the ESP erases the member and its history)"
     return (action.action_id, action.list_link_id, action.email_key, action.action, summary)
 
 

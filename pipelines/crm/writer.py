@@ -128,6 +128,20 @@ class CrmWriter:
                 cleared += result.rowcount or 0
         return cleared
 
+    def remove_assignments(self, pairs: Sequence[tuple[str, str]]) -> int:
+        """Delete the assignments of members deleted at the ESP (DESIGN: delete removes the
+        CRM assignment too), so the next sync does not bring them back."""
+        if not pairs:
+            return 0
+        table = self._table("assignments")
+        removed = 0
+        with self.engine.begin() as connection:
+            for contact_id, list_id in pairs:
+                result = connection.execute(table.delete().where(*self._assignment_key(table, contact_id, list_id)))
+                removed += result.rowcount or 0
+        self.statements += len(pairs)
+        return removed
+
     # ------------------------------------------------------------------ one action
 
     def _apply_one(self, connection: sa.Connection, action: CrmAction) -> WriteOutcome:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,6 +14,7 @@ from pipelines.mailchimp.helpers import mailchimp_client, subscriber_hash
 from pipelines.writers import BatchCallback, EspWrite, WriteOutcome, compliance_refusals
 
 MAX_BATCH_MEMBERS = 500
+LOG = logging.getLogger(__name__)
 
 
 def member_body(write: EspWrite) -> dict[str, Any]:
@@ -119,6 +121,9 @@ class MailchimpWriter:
         self.requests += 1
         try:
             if write.action == "delete_permanent":
+                LOG.warning(
+                    "irreversible: erasing %s from list %s of %s", write.email_address, list_id, self.account.name
+                )
                 self.client.request_json("POST", f"lists/{list_id}/members/{member}/actions/delete-permanent")
             else:
                 self.client.request_json("DELETE", f"lists/{list_id}/members/{member}")

@@ -158,3 +158,31 @@ def test_a_read_only_crm_is_left_alone_and_its_changes_exported(
     out = tmp_path / "changes.csv"
     assert export_crm_changes(config.warehouse_path(), out) == 2
     assert "create_contact" in out.read_text("utf-8") and "create_assignment" in out.read_text("utf-8")
+
+
+def test_a_permanent_delete_waits_for_its_flag_and_removes_the_crm_assignment(
+    tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, emulator = world_with_a_decision(tmp_path, serve_mailchimp, small_scenario, monkeypatch)
+    record_decision(config.warehouse_path(), "anna.schmidt@beispiel.de", "newsletter_main", "delete_permanent", "t")
+    dbt_build(tmp_path, config.warehouse_path())
+    members = emulator.state.account_named("brand_main").lists["nl0001"].members
+    anna = subscriber_hash("anna.schmidt@beispiel.de")
+
+    held = push(config, run_id="no-flag")
+    assert held.counts[("newsletter_main", "delete_permanent", "manual")] == {"needs_flag": 1}
+    assert anna in members
+    with duckdb.connect(str(config.warehouse_path()), read_only=True) as db:
+        attempts = db.execute("select count(*) from ops.pushback_outbox where action = 'delete_permanent'").fetchone()
+    assert attempts == (0,)  # not attempted, so it waits for a push with the flag
+
+    erased = push(config, run_id="with-flag", allow_permanent_delete=True)
+    assert erased.counts[("newsletter_main", "delete_permanent", "manual")] == {"sent": 1}
+    assert anna not in members and erased.assignments_removed == 1
+    _, assignments = crm_rows(config)
+    assert 1 not in {row["kontakt_id"] for row in assignments}
+    with duckdb.connect(str(config.warehouse_path()), read_only=True) as db:
+        summary = db.execute(
+            "select payload_summary from ops.pushback_outbox where action = 'delete_permanent'"
+        ).fetchone()
+    assert summary is not None and "irreversible" in summary[0]

@@ -136,7 +136,7 @@ final as (
         esp_member_id,
         action,
         case
-            when action in ('transmit', 'start_doi', 'unsubscribe', 'update_fields', 'delete',
+            when action in ('transmit', 'start_doi', 'unsubscribe', 'update_fields', 'delete', 'delete_permanent',
                             'change_address_doi', 'change_address_transmit') then 'esp'
             else 'crm'
         end as target,
