@@ -14,6 +14,9 @@ from sandbox.crm_db import write_crm
 from sandbox.generator import generate_scenario
 from tests.conftest import write_project_config
 
+# the PostgreSQL and MariaDB tests share one database and its table names: one worker runs them all
+pytestmark = pytest.mark.xdist_group("crm_servers")
+
 
 def crm_config(tmp_path: Path, url: str) -> MailbridgeConfig:
     return load_config(write_project_config(tmp_path, base_url=None, crm_url=url))
