@@ -251,6 +251,10 @@ def demo(
     contacts: Annotated[int, typer.Option(help="CRM contacts in the generated demo world.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed of the generator.")] = 42,
     campaigns: Annotated[int, typer.Option(help="Sent campaigns per ESP list.")] = 2,
+    push: Annotated[
+        bool,
+        typer.Option("--push", help="Then run sync_and_push: push the ready actions, sync again, show what changed."),
+    ] = False,
     config_file: ConfigOption = None,
 ) -> None:
     """Generate the demo world, start the sandbox ESPs, run a full sync through Dagster, print the results."""
@@ -298,22 +302,49 @@ def demo(
             sync_started = time.monotonic()
             run_sync_job(config, full_refresh=True)
             sync_seconds = time.monotonic() - sync_started
+            matches = print_summary(reconciliation_counts(config), scenario.expected)
+            if matches:
+                console.print("[green]✓[/green] every count equals what the generator expected")
+            else:
+                err.print("[red]✗ the reconciliation differs from what the generator expected[/red]")
+            push_seconds = None
+            if push and matches:
+                push_started = time.monotonic()
+                run_sync_job(config, full_refresh=False, push=True)
+                push_seconds = time.monotonic() - push_started
+                console.print("After the push and the verifying sync:")
+                print_summary(reconciliation_counts(config))
+                print_outbox(config)
     except MailbridgeExit as failure:
         if failure.args:
             err.print(f"[red]{failure.args[0]}[/red]")
         raise typer.Exit(1) from None
 
-    matches = print_summary(reconciliation_counts(config), scenario.expected)
-    if matches:
-        console.print("[green]✓[/green] every count equals what the generator expected")
-    else:
-        err.print("[red]✗ the reconciliation differs from what the generator expected[/red]")
+    pushed = f"; sync_and_push {push_seconds:.1f}s" if push_seconds is not None else ""
     console.print(
-        f"Full sync of {contacts:,} contacts: {sync_seconds:.1f}s; demo total {time.monotonic() - started:.1f}s.\n"
+        f"Full sync of {contacts:,} contacts: {sync_seconds:.1f}s{pushed}; "
+        f"demo total {time.monotonic() - started:.1f}s.\n"
         f"Warehouse: {warehouse}  ·  Dagster UI: `make ui` (or `mailbridge ui`)"
     )
     if not matches:
         raise typer.Exit(1)
+
+
+def print_outbox(config: MailbridgeConfig) -> None:
+    """The outbox by target, action and status: what the push wrote and what the sync confirmed."""
+    import duckdb
+
+    with duckdb.connect(str(config.warehouse_path()), read_only=True) as db:
+        rows = db.execute(
+            "select split_part(target, ':', 1), action, status, count(*) from ops.pushback_outbox "
+            "group by all order by 1, 2, 3"
+        ).fetchall()
+    table = Table(title="Push-back outbox", header_style="bold")
+    for column in ("target", "action", "status", "count"):
+        table.add_column(column)
+    for target, action, status, count in rows:
+        table.add_row(target, action, status, f"{count:,}")
+    console.print(table)
 
 
 @app.command()

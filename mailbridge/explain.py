@@ -37,6 +37,10 @@ RULES: dict[str, str] = {
     "fields_differ_crm_wins": "Fields differ and policy says the CRM wins them: the ESP gets the CRM's values.",
     "fields_differ_esp_wins": "Fields differ and policy says the ESP wins them: the CRM gets the ESP's values.",
     "archived_at_esp_only": "The ESP archived the member and the CRM has no assignment: nothing to do.",
+    "former_address_retired": "A CRM contact used this address before it changed; the ESP no longer mails it.",
+    "former_address_still_subscribed": (
+        "A CRM contact used this address before it changed, and the ESP still mails it: unsubscribe it."
+    ),
     "esp_member_crm_contact": "The ESP has the member; the CRM knows the contact but not in this list.",
     "esp_member_unknown_to_crm": "The ESP has the member; no CRM contact has this address.",
     "crm_subscribed_unknown_to_esp": "The CRM has a subscribed assignment the ESP does not know.",

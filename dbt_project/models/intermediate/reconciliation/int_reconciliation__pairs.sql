@@ -1,6 +1,6 @@
 -- What the reconciliation compares: for every list link, the CRM row and the ESP row of one
 -- email key side by side; a changed address as one pair of its two keys; an invalid CRM
--- address as one row per contact.
+-- address as one row per contact; ESP members at a CRM contact's former address flagged.
 with
 
 crm_side as (
@@ -122,13 +122,37 @@ invalid_in_crm as (
 
 ),
 
-final as (
+unioned as (
 
     select * from matched_by_key
     union all
     select * from matched_by_change
     union all
     select * from invalid_in_crm
+
+),
+
+former_addresses as (
+
+    select former_email_key, max(changed_at) as changed_at
+    from {{ ref('int_crm__address_history') }}
+    group by former_email_key
+
+),
+
+-- an ESP member no CRM contact has now, at an address a CRM contact used to have: the old
+-- half of a changed address, never a new contact
+final as (
+
+    select
+        unioned.*,
+        former_addresses.former_email_key is not null as is_former_address,
+        former_addresses.changed_at as former_address_changed_at
+
+    from unioned
+    left join former_addresses
+        on unioned.email_key = former_addresses.former_email_key
+        and not unioned.in_crm
 
 )
 

@@ -164,6 +164,11 @@ decided as (
             when in_crm and in_esp and esp_wins = field_difference_count then 'fields_differ_esp_wins'
             when in_crm and in_esp then 'fields_differ'
             when in_esp and esp_status = 'archived' then 'archived_at_esp_only'
+            -- subscribed before the address changed; a subscribe after it is the person's own
+            when in_esp and coalesce(is_former_address, false) and esp_subscribed
+                and coalesce(esp_status_changed_at <= former_address_changed_at, true)
+                then 'former_address_still_subscribed'
+            when in_esp and coalesce(is_former_address, false) and not esp_subscribed then 'former_address_retired'
             when in_esp and is_known_contact then 'esp_member_crm_contact'
             when in_esp then 'esp_member_unknown_to_crm'
             when crm_subscribed then 'crm_subscribed_unknown_to_esp'
@@ -196,10 +201,11 @@ final as (
             when rule = 'extraction_incomplete' then 'aborted'
             when rule = 'invalid_address' then 'invalid_email'
             when rule = 'blocklisted' then 'blocked'
-            when rule in ('email_changed_in_crm', 'email_changed_at_esp') then 'email_changed'
+            when rule in ('email_changed_in_crm', 'email_changed_at_esp', 'former_address_still_subscribed')
+                then 'email_changed'
             when rule in ('esp_optout_newer', 'esp_subscribe_newer', 'esp_confirmed_crm_pending', 'esp_status_newer')
                 then 'esp_newer'
-            when rule in ('both_agree', 'doi_pending_within_grace', 'archived_at_esp_only',
+            when rule in ('both_agree', 'doi_pending_within_grace', 'archived_at_esp_only', 'former_address_retired',
                           'crm_not_subscribed_unknown_to_esp') then 'in_sync'
             when rule = 'esp_member_crm_contact' then 'new_in_list'
             when rule = 'esp_member_unknown_to_crm' then 'new_contact'
@@ -248,7 +254,7 @@ final as (
             when rule = 'email_changed_at_esp' then 'update_crm_email'
             when rule in ('esp_optout_newer', 'esp_subscribe_newer', 'esp_confirmed_crm_pending', 'esp_status_newer')
                 then case when esp_status = 'bounced_hard' then 'mark_bounced' else 'set_status' end
-            when rule = 'crm_optout_newer' then 'unsubscribe'
+            when rule in ('crm_optout_newer', 'former_address_still_subscribed') then 'unsubscribe'
             when rule = 'crm_subscribe_newer' then 'start_doi'
             when rule = 'fields_differ_crm_wins' then 'update_fields'
             when rule = 'fields_differ_esp_wins' then 'update_crm_fields'
