@@ -1,4 +1,5 @@
-"""Benchmarks: the demo full sync at several sizes, and the email-key throughput.
+"""Benchmarks: the demo full sync at several sizes, the email-key throughput, pushing 10k
+actions (the writer alone and the whole push), and 10k CRM writes.
 
 Run with `make bench` (or `make bench ARGS="--contacts 10000 100000 1000000"`). Timings are
 medians of the repeats; compare figures measured side by side in one run.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -18,6 +20,7 @@ from pathlib import Path
 from mailbridge.email_key import email_keys, try_email_key
 
 ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")  # dlt's schema-hint notes drown the figures
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -42,7 +45,6 @@ def email_key_throughput(rows: int, repeats: int) -> dict[str, float]:
 
 def push_actions(actions: int, repeats: int) -> dict[str, float]:
     """The Mailchimp writer pushing `actions` transmits to the emulator, 10 connections at most."""
-    import os
 
     from mailbridge.config import EspAccount
     from pipelines.mailchimp.writer import MailchimpWriter
@@ -130,6 +132,86 @@ def crm_write_back(actions: int, repeats: int) -> dict[str, float]:
     }
 
 
+def push_end_to_end(actions: int) -> dict[str, float]:
+    """`push()` of `actions` ready transmits: queue read, outbox planned, batches to the
+    emulator (10 connections at most), outcomes recorded; then the verifying sync confirms."""
+    import dataclasses
+    import tempfile
+    from datetime import UTC, datetime
+
+    import polars as pl
+    import yaml
+
+    from mailbridge.config import load_config
+    from pipelines.pushback import push
+    from pipelines.runner import run_extractions
+    from sandbox.crm_db import write_crm
+    from sandbox.mailchimp.app import MailchimpEmulator
+    from sandbox.scenario import load_scenario
+    from sandbox.server import serve_in_background
+
+    base = load_scenario(ROOT / "tests" / "fixtures" / "scenarios" / "pushback.yaml")
+    ids = list(range(100_000, 100_000 + actions))
+    tables = dict(base.tables)
+    tables["crm_contacts"] = pl.concat(
+        [tables["crm_contacts"], pl.DataFrame({"contact_id": ids, "email": [f"p{i}@beispiel.de" for i in ids]})],
+        how="diagonal_relaxed",
+    )
+    joined = datetime(2025, 1, 1, tzinfo=UTC)
+    assignments = pl.DataFrame(
+        {"contact_id": ids, "list_id": "NL", "status": "subscribed", "status_changed_at": joined}
+    )
+    tables["crm_assignments"] = pl.concat([tables["crm_assignments"], assignments], how="diagonal_relaxed")
+    scenario = dataclasses.replace(base, tables=tables)
+    emulator = MailchimpEmulator.from_scenario(scenario)
+    with tempfile.TemporaryDirectory() as folder, serve_in_background(emulator.app) as server:
+        raw = yaml.safe_load((ROOT / "mailbridge.yaml").read_text("utf-8"))
+        raw["esp_accounts"] = [dict(raw["esp_accounts"][0], base_url=f"{server.url}/3.0")]
+        raw["list_links"] = [link for link in raw["list_links"] if link["esp_account"] == "brand_main"]
+        raw["crm"]["url"] = f"sqlite:///{folder}/crm.sqlite"
+        raw["warehouse"] = f"{folder}/warehouse.duckdb"
+        raw["policy"]["transmit_new_members"] = True
+        (Path(folder) / "mailbridge.yaml").write_text(yaml.safe_dump(raw), "utf-8")
+        config = load_config(Path(folder) / "mailbridge.yaml")
+        os.environ[config.esp_accounts[0].api_key_env] = scenario.accounts[0].api_key
+        write_crm(scenario.tables, config.crm.connection_url(config.base_dir), config.crm)
+        run_extractions(config, full_refresh=True, run_id="bench")
+        _dbt_build(config.warehouse_path(), Path(folder))
+        started = time.perf_counter()
+        report = push(config, run_id="bench-push")
+        seconds = time.perf_counter() - started
+        sent = sum(counts.get("sent", 0) for counts in report.counts.values())
+        run_extractions(config, full_refresh=False, run_id="bench-verify")
+        _dbt_build(config.warehouse_path(), Path(folder))
+        confirmed = push(config, run_id="bench-confirm").confirmed
+    return {
+        "ready_actions": sent,
+        "push_seconds": round(seconds, 2),
+        "actions_per_second": round(sent / seconds),
+        "esp_write_requests": report.write_requests,
+        "confirmed_by_next_sync": confirmed,
+    }
+
+
+def _dbt_build(warehouse: Path, folder: Path) -> None:
+    dbt = Path(sys.executable).parent / "dbt"
+    subprocess.run(
+        [
+            str(dbt),
+            "build",
+            "--project-dir",
+            str(ROOT / "dbt_project"),
+            "--profiles-dir",
+            str(ROOT / "dbt_project"),
+            "--target-path",
+            str(folder / "target"),
+            "--quiet",
+        ],
+        env={**os.environ, "MAILBRIDGE_WAREHOUSE": str(warehouse)},
+        check=True,
+    )
+
+
 def demo_full_sync(contacts: int, repeats: int) -> dict[str, float]:
     """`mailbridge demo --contacts N`: generate (cached), load the CRM, start the sandbox, full sync."""
     syncs, totals = [], []
@@ -166,6 +248,7 @@ def main() -> None:
         "email_key": email_key_throughput(200_000, 3),
         "push": push_actions(10_000, 3),
         "crm_write_back_sqlite": crm_write_back(10_000, 3),
+        "push_end_to_end": push_end_to_end(10_000),
         "full_sync": [demo_full_sync(n, args.repeats) for n in args.contacts],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
