@@ -135,11 +135,8 @@ def crm_write_back(actions: int, repeats: int) -> dict[str, float]:
 def push_end_to_end(actions: int) -> dict[str, float]:
     """`push()` of `actions` ready transmits: queue read, outbox planned, batches to the
     emulator (10 connections at most), outcomes recorded; then the verifying sync confirms."""
-    import dataclasses
     import tempfile
-    from datetime import UTC, datetime
 
-    import polars as pl
     import yaml
 
     from mailbridge.config import load_config
@@ -147,22 +144,16 @@ def push_end_to_end(actions: int) -> dict[str, float]:
     from pipelines.runner import run_extractions
     from sandbox.crm_db import write_crm
     from sandbox.mailchimp.app import MailchimpEmulator
-    from sandbox.scenario import load_scenario
+    from sandbox.scenario import load_scenario, with_crm_subscribers
     from sandbox.server import serve_in_background
 
-    base = load_scenario(ROOT / "tests" / "fixtures" / "scenarios" / "pushback.yaml")
-    ids = list(range(100_000, 100_000 + actions))
-    tables = dict(base.tables)
-    tables["crm_contacts"] = pl.concat(
-        [tables["crm_contacts"], pl.DataFrame({"contact_id": ids, "email": [f"p{i}@beispiel.de" for i in ids]})],
-        how="diagonal_relaxed",
+    scenario = with_crm_subscribers(
+        load_scenario(ROOT / "tests" / "fixtures" / "scenarios" / "pushback.yaml"),
+        actions,
+        list_id="NL",
+        first_id=100_000,
+        prefix="p",
     )
-    joined = datetime(2025, 1, 1, tzinfo=UTC)
-    assignments = pl.DataFrame(
-        {"contact_id": ids, "list_id": "NL", "status": "subscribed", "status_changed_at": joined}
-    )
-    tables["crm_assignments"] = pl.concat([tables["crm_assignments"], assignments], how="diagonal_relaxed")
-    scenario = dataclasses.replace(base, tables=tables)
     emulator = MailchimpEmulator.from_scenario(scenario)
     with tempfile.TemporaryDirectory() as folder, serve_in_background(emulator.app) as server:
         raw = yaml.safe_load((ROOT / "mailbridge.yaml").read_text("utf-8"))

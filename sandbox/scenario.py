@@ -287,3 +287,24 @@ def load_scenario(path: str | Path) -> Scenario:
         tables=tables,
         expected={str(k): dict(v) for k, v in (raw.get("expected") or {}).items()},
     )
+
+
+def with_crm_subscribers(scenario: Scenario, count: int, *, list_id: str, first_id: int, prefix: str) -> Scenario:
+    """The scenario plus `count` CRM contacts subscribed to one CRM list and unknown to the
+    ESPs (`<prefix><id>@beispiel.de`): bulk work for the push-back."""
+    from dataclasses import replace
+
+    ids = list(range(first_id, first_id + count))
+    contacts = pl.DataFrame({"contact_id": ids, "email": [f"{prefix}{i}@beispiel.de" for i in ids]})
+    assignments = pl.DataFrame(
+        {
+            "contact_id": ids,
+            "list_id": list_id,
+            "status": "subscribed",
+            "status_changed_at": scenario.reference_time.replace(year=scenario.reference_time.year - 1),
+        }
+    )
+    tables = dict(scenario.tables)
+    tables["crm_contacts"] = pl.concat([tables["crm_contacts"], contacts], how="diagonal_relaxed")
+    tables["crm_assignments"] = pl.concat([tables["crm_assignments"], assignments], how="diagonal_relaxed")
+    return replace(scenario, tables=tables)

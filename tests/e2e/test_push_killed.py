@@ -3,18 +3,15 @@ once, and the outbox stays consistent."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import polars as pl
 import pytest
 import yaml
 
@@ -24,7 +21,7 @@ from pipelines.pushback import push
 from pipelines.runner import run_extractions
 from sandbox.crm_db import write_crm
 from sandbox.faults import FaultSettings
-from sandbox.scenario import load_scenario
+from sandbox.scenario import load_scenario, with_crm_subscribers
 from tests.conftest import REPO_ROOT, SCENARIOS, RunningEmulator, write_project_config
 from tests.dbt.test_dbt_build import dbt_build
 from tests.e2e.test_sync_cli import KEYS
@@ -35,17 +32,10 @@ BULK = 1500  # new CRM subscribers the policy transmits: three batches of 500 an
 
 
 def test_a_push_killed_between_batches_is_completed_by_the_rerun(tmp_path: Path, serve_mailchimp: Any) -> None:
-    base = load_scenario(SCENARIOS / "pushback.yaml")
-    ids = range(1000, 1000 + BULK)
-    joined = datetime(2025, 1, 1, 10, tzinfo=UTC)
-    contacts = pl.DataFrame({"contact_id": list(ids), "email": [f"bulk{i}@beispiel.de" for i in ids]})
-    assignments = pl.DataFrame(
-        {"contact_id": list(ids), "list_id": "NL", "status": "subscribed", "status_changed_at": joined}
+    scenario = with_crm_subscribers(
+        load_scenario(SCENARIOS / "pushback.yaml"), BULK, list_id="NL", first_id=1000, prefix="bulk"
     )
-    tables = dict(base.tables)
-    tables["crm_contacts"] = pl.concat([tables["crm_contacts"], contacts], how="diagonal_relaxed")
-    tables["crm_assignments"] = pl.concat([tables["crm_assignments"], assignments], how="diagonal_relaxed")
-    scenario = dataclasses.replace(base, tables=tables)
+    ids = range(1000, 1000 + BULK)
     emulator: RunningEmulator = serve_mailchimp(scenario)
 
     config_file = write_project_config(
