@@ -88,6 +88,8 @@ class CrmWriter:
         if self.engine.dialect.name == "sqlite":
             _real_sqlite_transactions(self.engine)
         self._tables: dict[str, sa.Table] = {}
+        self._contacts_by_address: dict[str, str] = {}
+        self._new_addresses: dict[str, str] = {}
         self.statements = 0
 
     def close(self) -> None:
@@ -104,6 +106,9 @@ class CrmWriter:
     def apply(self, actions: Sequence[CrmAction]) -> list[WriteOutcome]:
         """Write every action; one outcome each, in order."""
         outcomes: list[WriteOutcome] = []
+        self._contacts_by_address = (
+            self._contact_addresses() if any(a.action == "create_contact" for a in actions) else {}
+        )
         for start in range(0, len(actions), self.chunk_size):
             chunk = actions[start : start + self.chunk_size]
             with self.engine.begin() as connection:
@@ -149,6 +154,7 @@ class CrmWriter:
         if handler is None:
             return WriteOutcome(action.action_id, "rejected", "unknown_action", f"no CRM write for {action.action!r}")
         savepoint = connection.begin_nested()
+        self._new_addresses = {}
         try:
             note = handler(connection, action)
         except StaleRow as stale:
@@ -166,6 +172,7 @@ class CrmWriter:
                 return WriteOutcome(action.action_id, "rejected", code, message)
             return WriteOutcome(action.action_id, "failed", code, message)
         savepoint.commit()
+        self._contacts_by_address.update(self._new_addresses)
         return WriteOutcome(action.action_id, "sent", "already_applied" if note == "already" else None, None)
 
     def _set_status(self, connection: sa.Connection, action: CrmAction) -> str | None:
@@ -190,19 +197,13 @@ class CrmWriter:
         return self._insert_assignment(connection, action, action.crm_contact_id)
 
     def _create_contact(self, connection: sa.Connection, action: CrmAction) -> str | None:
-        contacts = self._table("contacts")
-        email = self._col("contacts", "email")
-        existing = connection.execute(
-            sa.select(self._col("contacts", "contact_id")).where(
-                sa.func.lower(email) == action.email_address.strip().lower()
-            )
-        ).first()
+        address = action.email_address.strip().lower()
+        existing = self._contacts_by_address.get(address)
         if existing is not None:
-            contact_id = str(existing[0])
-            current = self._assignment_row(connection, contact_id, action.crm_list_id)
-            if current is not None and current.get("status_set_by") == action.set_by:
-                return "already"  # written by an earlier, interrupted push
-            raise StaleRow(f"the CRM has a contact with this address now (id {contact_id})")
+            # the contact exists by now (made for another list of this push, by an earlier
+            # interrupted push, or by a CRM user): it gets the assignment, behind its own check
+            return self._insert_assignment(connection, action, existing)
+        contacts = self._table("contacts")
         values: dict[str, Any] = {"email": action.email_address}
         for name in ("first_name", "last_name", "salutation"):
             if action.esp_values.get(name) is not None:
@@ -218,7 +219,19 @@ class CrmWriter:
             inserted = result.inserted_primary_key
             assert inserted is not None
             contact_id = inserted[0]
+        self._new_addresses[address] = str(contact_id)
         return self._insert_assignment(connection, action, str(contact_id))
+
+    def _contact_addresses(self) -> dict[str, str]:
+        """Every CRM contact's address (trimmed, lower-case) → its id, read once per apply;
+        a lookup per new contact would scan the table each time."""
+        query = sa.select(self._col("contacts", "email"), self._col("contacts", "contact_id"))
+        with self.engine.connect() as connection:
+            return {
+                str(email).strip().lower(): str(contact_id)
+                for email, contact_id in connection.execute(query)
+                if email is not None
+            }
 
     def _delete_assignment(self, connection: sa.Connection, action: CrmAction) -> str | None:
         current = self._current_assignment(connection, action)

@@ -149,7 +149,8 @@ def test_a_row_changed_since_the_sync_is_skipped_as_stale(tmp_path: Path, crm_ur
         action(seen, "2", "set_status", esp_status="unsubscribed"),
         action(seen, "1", "update_crm_email", email_address="anna@neu.de"),
         action(seen, "1", "create_assignment", esp_status="unsubscribed"),  # Anna is subscribed there
-        action(seen, None, "create_contact", email_address="BERND.meier@beispiel.de"),  # exists now
+        # Bernd's address has a contact now, already on the list with another status
+        action(seen, None, "create_contact", email_address="BERND.meier@beispiel.de", esp_status="unsubscribed"),
     ]
     before = rows(crm_url, "select * from verteiler_zuordnungen order by kontakt_id")
     with CrmWriter(crm_url, config.crm) as writer:
@@ -198,3 +199,23 @@ def test_what_the_crm_cannot_hold_is_rejected_not_half_written(tmp_path: Path, c
     assert "crm.consents is not mapped" in str(outcomes[0].error_message)
     assert "ESP has no member" in str(outcomes[2].error_message)
     assert rows(crm_url, "select count(*) as n from verteiler_zuordnungen where kontakt_id = 3") == [{"n": 0}]
+
+
+def test_one_new_address_on_two_lists_is_one_contact(tmp_path: Path, crm_url: str) -> None:
+    config, seen = extracted_world(tmp_path, crm_url)
+    execute(crm_url, "insert into verteiler (verteiler_id, bezeichnung) values ('PN', 'Produktneuheiten')")
+    emil = {"email_address": "Emil.Neu@beispiel.de", "esp_values": {"first_name": "Emil"}}
+    actions = [
+        action(seen, None, "create_contact", **emil),
+        action(seen, None, "create_contact", crm_list_id="PN", **emil),
+    ]
+    with CrmWriter(crm_url, config.crm) as writer:
+        assert [o.status for o in writer.apply(actions)] == ["sent", "sent"]
+        # run again (a push that died after the commit): nothing new
+        assert [o.error_code for o in writer.apply(actions)] == ["already_applied", "already_applied"]
+    contacts = rows(crm_url, "select kontakt_id from kontakte where lower(email_adresse) = 'emil.neu@beispiel.de'")
+    assert len(contacts) == 1
+    lists = rows(
+        crm_url, f"select verteiler_id from verteiler_zuordnungen where kontakt_id = {contacts[0]['kontakt_id']}"
+    )
+    assert sorted(r["verteiler_id"] for r in lists) == ["NL", "PN"]
