@@ -186,3 +186,35 @@ def test_a_permanent_delete_waits_for_its_flag_and_removes_the_crm_assignment(
             "select payload_summary from ops.pushback_outbox where action = 'delete_permanent'"
         ).fetchone()
     assert summary is not None and "irreversible" in summary[0]
+
+
+def test_the_dagster_push_asset_in_dry_run_reports_and_changes_nothing(
+    tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagster as dg
+
+    from assets.project import project_config
+    from assets.pushback import PushConfig, pushback_outbox
+    from assets.resources import WarehouseResource
+
+    config, emulator = world_with_a_decision(tmp_path, serve_mailchimp, small_scenario, monkeypatch)
+    monkeypatch.setenv("MAILBRIDGE_CONFIG", str(config.source_file))
+    monkeypatch.setenv("MAILBRIDGE_WAREHOUSE", str(config.warehouse_path()))
+    project_config.cache_clear()  # the code location reads this test's config
+    crm_before = crm_rows(config)
+    emulator.emulator.log.clear()
+    result = dg.materialize(
+        [pushback_outbox],
+        resources={"warehouse": WarehouseResource(path=str(config.warehouse_path()))},
+        run_config=dg.RunConfig(ops={"pushback__outbox": PushConfig(dry_run=True)}),
+    )
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["dry_run"].value is True
+    assert metadata["outcomes"].value == {"would_send": 1, "would_write": 2}
+    by_list = metadata["by_list_and_action"].value
+    assert "newsletter_main · transmit · from manual: would_send 1" in by_list and "bernd.meier@beispiel.de" in by_list
+    assert not [e for e in emulator.emulator.log.snapshot() if e.method in ("POST", "PUT", "PATCH", "DELETE")]
+    assert crm_rows(config) == crm_before
+    with duckdb.connect(str(config.warehouse_path()), read_only=True) as db:
+        assert db.execute("select count(*) from ops.pushback_outbox").fetchone() == (0,)
+    project_config.cache_clear()
