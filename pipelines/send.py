@@ -5,6 +5,7 @@ Every decision, sent or refused, is a row in ops.campaign_sends with its reasons
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,9 +17,11 @@ from pipelines.gate import send_gate
 from pipelines.registry import connector
 from pipelines.writers import CampaignSender
 
+# as in dbt's create_ops_tables, for a send refused before dbt ever ran
 CREATE_SENDS = """
     create schema if not exists ops;
     create table if not exists ops.campaign_sends (
+        send_id varchar primary key,
         campaign_id varchar not null,
         esp_account varchar not null,
         esp_list_id varchar,
@@ -69,8 +72,9 @@ def send_campaign(
             sender.send_campaign(campaign_id)
         db.execute(CREATE_SENDS)
         db.execute(
-            "insert into ops.campaign_sends values (?, ?, ?, ?, ?, ?, ?)",
+            "insert into ops.campaign_sends values (?, ?, ?, ?, ?, ?, ?, ?)",
             [
+                f"send-{uuid.uuid4().hex[:12]}",
                 campaign_id,
                 account.name,
                 list_id,

@@ -1,5 +1,5 @@
 {#- The tables mailbridge itself writes (not dbt, not dlt): manual decisions, the push-back
-    outbox and the record of dbt runs. Created before every run so the models can read them
+    outbox, campaign sends and the record of dbt runs. Created before every run so the models can read them
     from the first sync on. -#}
 {% macro create_ops_tables() -%}
     create schema if not exists ops;
@@ -27,6 +27,16 @@
         error_message varchar,
         attempted_at timestamp with time zone not null,
         updated_at timestamp with time zone not null
+    );
+    create table if not exists ops.campaign_sends (
+        send_id varchar primary key,
+        campaign_id varchar not null,
+        esp_account varchar not null,
+        esp_list_id varchar,
+        list_link_id varchar,
+        decided_at timestamp with time zone not null,
+        outcome varchar not null,
+        reasons varchar
     );
     create table if not exists ops.dbt_runs (
         invocation_id varchar primary key,

@@ -80,6 +80,9 @@ def test_decide_push_verify_and_send_through_the_cli(tmp_path: Path, serve_mailc
         refusals = db.execute(
             "select email_key, code from marts.fct_sync_event_log where code = 'queue_refused' order by email_key"
         ).fetchall()
+        send_events = db.execute(
+            "select code, severity, message from marts.fct_sync_event_log where code like 'campaign_%'"
+        ).fetchall()
     assert outbox == [
         ("bernd@beispiel.de", "transmit", "confirmed"),
         ("carla@beispiel.de", "create_assignment", "confirmed"),
@@ -95,6 +98,9 @@ def test_decide_push_verify_and_send_through_the_cli(tmp_path: Path, serve_mailc
     # refused and logged, never sent
     assert (now["heidi@gesperrt.de"], now["ida@beispiel.de"]) == ("blocked", "conflict")
     assert set(refusals) >= {("heidi@gesperrt.de", "queue_refused"), ("ida@beispiel.de", "queue_refused")}
+    # the refused send is in the event log, with its reason
+    assert [(code, severity) for code, severity, _ in send_events] == [("campaign_refused", "warning")]
+    assert "frida@beispiel.de" in send_events[0][2]
     members = emulator.state.account_named("brand_main").lists["nl0001"].members
     assert subscriber_hash("heidi@gesperrt.de") not in members
     assert members[subscriber_hash("ida@beispiel.de")].status == "unsubscribed"

@@ -8,8 +8,8 @@
 }}
 -- What happened to each address, run after run: one row per reconciliation result that is not
 -- in_sync, per warning or note, per CRM row kept out of the load, per list whose extraction
--- broke off, per queued action refused or stale, and per push attempt. Appended every run; a
--- rerun of one run id replaces that run's rows.
+-- broke off, per queued action refused or stale, per push attempt and per campaign send.
+-- Appended every run; a rerun of one run id replaces that run's rows.
 with
 
 reconciliation as (
@@ -177,9 +177,29 @@ queue_events as (
 
 ),
 
+send_events as (
+
+    select
+        sends.send_id as run_id,
+        sends.decided_at as logged_at,
+        case when sends.outcome = 'refused' then 'warning' else 'info' end as severity,
+        concat('campaign_', sends.outcome) as code,
+        concat('campaign ', sends.campaign_id, ' ', sends.outcome,
+               case when sends.reasons is not null then concat(': ', sends.reasons) else '' end) as message,
+        sends.list_link_id,
+        cast(null as {{ dbt.type_string() }}) as email_key,
+        cast(null as {{ dbt.type_string() }}) as crm_contact_id,
+        concat('esp_account=', sends.esp_account, '; esp_list_id=', coalesce(sends.esp_list_id, '-')) as detail
+
+    from {{ source('ops', 'campaign_sends') }} as sends
+
+),
+
 unioned as (
 
     select * from result_events
+    union all
+    select * from send_events
     union all
     select * from queue_events
     union all
