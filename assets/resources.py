@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +26,27 @@ def dbt_executable() -> str:
     """dbt beside this interpreter (the project's venv), else whatever is on PATH."""
     beside = Path(sys.executable).parent / "dbt"
     return str(beside) if beside.is_file() else (shutil.which("dbt") or "dbt")
+
+
+def run_dbt_build(warehouse: Path, target_path: Path, run_id: str = "manual") -> subprocess.CompletedProcess[str]:
+    """`dbt build` of the project into `warehouse`, in its own process (dbt-duckdb keeps its
+    connection open in-process); the caller decides what a failure means."""
+    command = [
+        dbt_executable(),
+        "build",
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(target_path),
+        "--vars",
+        json.dumps({"run_id": run_id}),
+        "--quiet",
+    ]
+    return subprocess.run(
+        command, env={**os.environ, "MAILBRIDGE_WAREHOUSE": str(warehouse)}, capture_output=True, text=True
+    )
 
 
 def build_resources() -> dict[str, object]:

@@ -185,22 +185,11 @@ def push_end_to_end(actions: int) -> dict[str, float]:
 
 
 def _dbt_build(warehouse: Path, folder: Path) -> None:
-    dbt = Path(sys.executable).parent / "dbt"
-    subprocess.run(
-        [
-            str(dbt),
-            "build",
-            "--project-dir",
-            str(ROOT / "dbt_project"),
-            "--profiles-dir",
-            str(ROOT / "dbt_project"),
-            "--target-path",
-            str(folder / "target"),
-            "--quiet",
-        ],
-        env={**os.environ, "MAILBRIDGE_WAREHOUSE": str(warehouse)},
-        check=True,
-    )
+    from assets.resources import run_dbt_build
+
+    result = run_dbt_build(warehouse, folder / "target")
+    if result.returncode != 0:
+        raise SystemExit(f"dbt build failed:\n{result.stdout}\n{result.stderr}")
 
 
 def demo_full_sync(contacts: int, repeats: int) -> dict[str, float]:

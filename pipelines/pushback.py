@@ -293,8 +293,8 @@ def _push_esp(
         for action_id, outcome in outcomes.items():
             action = by_id[action_id]
             report.add(action.list_link_id, action.action, action.action_source, outcome.status, action.sample)
-            if outcome.status == "sent" and action.action_source == "crm_task" and action.crm_task:
-                done_tasks.append((str(action.crm_contact_id), action.crm_list_id, action.crm_task))
+            if (task := _executed_task(action, outcome)) is not None:
+                done_tasks.append(task)
             if outcome.status == "sent" and action.action in ("delete", "delete_permanent") and action.crm_contact_id:
                 report.deleted_at_esp.append((action.crm_contact_id, action.crm_list_id))
         report.write_requests += int(getattr(writer, "requests", 0))
@@ -319,15 +319,19 @@ def _push_crm(
     _record(db, [(attempts[action.action_id], outcome) for action, outcome in zip(actions, outcomes, strict=True)])
     for row, action, outcome in zip(rows, actions, outcomes, strict=True):
         report.add(action.list_link_id, action.action, action.action_source, outcome.status, _sample(row))
-        if (
-            outcome.status == "sent"
-            and action.action_source == "crm_task"
-            and action.crm_task
-            and action.crm_contact_id
-        ):
-            done_tasks.append((action.crm_contact_id, action.crm_list_id, action.crm_task))
+        if (task := _executed_task(action, outcome)) is not None:
+            done_tasks.append(task)
     report.crm_statements += writer.statements
     return done_tasks
+
+
+def _executed_task(action: QueuedAction | CrmAction, outcome: WriteOutcome) -> tuple[str, str, str] | None:
+    """(contact, CRM list, task word) of a CRM task this write carried out: it is cleared."""
+    if outcome.status != "sent" or action.action_source != "crm_task" or not action.crm_task:
+        return None
+    if action.crm_contact_id is None:
+        return None
+    return (action.crm_contact_id, action.crm_list_id, action.crm_task)
 
 
 def _crm_action(row: dict[str, Any], config: MailbridgeConfig) -> CrmAction:

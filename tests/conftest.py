@@ -129,3 +129,13 @@ def crm_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         engine = sa.create_engine(url)
         metadata.drop_all(engine)
         engine.dispose()
+
+
+def crm_query(url: str, query: str) -> list[dict[str, Any]]:
+    """The rows of one query against a CRM database, as dicts."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return [dict(row) for row in connection.execute(sa.text(query)).mappings()]
+    finally:
+        engine.dispose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import duckdb
 import pytest
 from dbt.cli.main import dbtRunner
 
+from assets.resources import run_dbt_build
 from mailbridge.config import MailbridgeConfig, load_config
 from pipelines.runner import run_extractions
 from sandbox.crm_db import write_crm
@@ -38,23 +38,8 @@ def load_small_world(
 
 
 def dbt_build(tmp_path: Path, warehouse: Path, run_id: str = "manual") -> None:
-    """`dbt build` in its own process (dbt-duckdb keeps its connection open in-process)."""
-    command = [
-        str(Path(sys.executable).parent / "dbt"),
-        "build",
-        "--project-dir",
-        str(DBT_DIR),
-        "--profiles-dir",
-        str(DBT_DIR),
-        "--target-path",
-        str(tmp_path / "target"),
-        "--vars",
-        json.dumps({"run_id": run_id}),
-        "--quiet",
-    ]
-    result = subprocess.run(
-        command, env={**os.environ, "MAILBRIDGE_WAREHOUSE": str(warehouse)}, capture_output=True, text=True
-    )
+    """`dbt build` in its own process; it must succeed."""
+    result = run_dbt_build(warehouse, tmp_path / "target", run_id)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -17,6 +17,7 @@ from pipelines.runner import extraction_named
 from sandbox.crm_db import write_crm
 from sandbox.scenario import load_scenario
 from tests.conftest import SCENARIOS, write_project_config
+from tests.conftest import crm_query as rows
 
 SET_BY = "mailbridge:mailchimp:brand_main"
 ESP_TIME = datetime(2025, 6, 1, 12, 30, tzinfo=UTC)
@@ -65,15 +66,6 @@ def action(seen: dict[str, dict[str, Any]], contact_id: str | None, name: str, *
         "extracted_contact": row.get("contact", {}),
     }
     return CrmAction(**(values | extra))
-
-
-def rows(url: str, query: str) -> list[dict[str, Any]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return [dict(row) for row in connection.execute(sa.text(query)).mappings()]
-    finally:
-        engine.dispose()
 
 
 def naive(value: Any) -> datetime:

@@ -7,7 +7,6 @@ from typing import Any
 
 import duckdb
 import pytest
-import sqlalchemy as sa
 
 from mailbridge.config import MailbridgeConfig
 from mailbridge.decisions import record_decision
@@ -15,7 +14,7 @@ from mailbridge.export import export_crm_changes
 from pipelines.mailchimp.helpers import subscriber_hash
 from pipelines.pushback import push
 from pipelines.runner import run_extractions
-from tests.conftest import RunningEmulator
+from tests.conftest import RunningEmulator, crm_query
 from tests.dbt.test_dbt_build import dbt_build, load_small_world
 
 
@@ -100,16 +99,8 @@ def test_decide_push_rerun_and_confirm(
 
 
 def crm_rows(config: MailbridgeConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    engine = sa.create_engine(config.crm.connection_url(config.base_dir))
-    try:
-        with engine.connect() as connection:
-            contacts = [dict(r) for r in connection.execute(sa.text("select * from kontakte")).mappings()]
-            assignments = [
-                dict(r) for r in connection.execute(sa.text("select * from verteiler_zuordnungen")).mappings()
-            ]
-    finally:
-        engine.dispose()
-    return contacts, assignments
+    url = config.crm.connection_url(config.base_dir)
+    return crm_query(url, "select * from kontakte"), crm_query(url, "select * from verteiler_zuordnungen")
 
 
 def test_an_interrupted_push_is_sent_again_and_its_trace_closed(
