@@ -2,7 +2,8 @@
 
 A writer receives actions for one list and returns one outcome per action. It never breaks
 the compliance rules, whoever asks: a blocklisted or invalid address is refused before any
-request, and an existing member is never sent a subscribed status.
+request, and an existing member is never sent a subscribed status. Refused credentials
+stop the writer with EspAccountError: they belong to the account, not to an action.
 """
 
 from __future__ import annotations
@@ -47,6 +48,18 @@ class WriteOutcome:
 
 
 BatchCallback = Callable[[list[WriteOutcome]], None]
+
+
+class EspAccountError(Exception):
+    """The ESP refused an account's credentials (HTTP 401 or 403). That is the account's
+    fault, not any action's: no write of the account can succeed until someone fixes it, so
+    the writer stops instead of rejecting every action. The message names the account and
+    the fix, never the key."""
+
+    def __init__(self, account: str, status: int, message: str) -> None:
+        super().__init__(message)
+        self.account = account
+        self.status = status
 
 
 class EspWriter(Protocol):

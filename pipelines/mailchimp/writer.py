@@ -1,35 +1,62 @@
-"""The Mailchimp writer: batched member upserts through POST /lists/{id}, archive and erase."""
+"""The Mailchimp writer: status writes as batches (POST /lists/{id}), field updates as PATCH,
+archive and erase.
+
+A batch member always carries an explicit `status` (a batch has no status_if_new), and
+`update_existing` holds for the whole request, so each kind of status write has batches of
+its own:
+- transmit: `subscribed`, update_existing false. A new address is created subscribed; an
+  existing member (archived ones included) is left alone and comes back "already a list
+  member": rejected `member_exists`, for the next sync to reconcile.
+- start_doi: `pending`, update_existing true: the double opt-in mail goes to new members and
+  to opted-out or archived ones, for whom it is the one way back. Mailchimp also demotes a
+  subscribed member to pending; start_doi is only planned for addresses the last sync saw
+  not subscribed, so only a member who subscribed since then meets that.
+- unsubscribe: `unsubscribed`, update_existing true.
+update_fields is a PATCH with merge_fields only: a field update never carries a status.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from functools import partial
 from typing import Any
 
 from mailbridge.config import EspAccount
 from pipelines.http import EspApiError, EspHttpClient, RetryPolicy
 from pipelines.mailchimp import settings
 from pipelines.mailchimp.helpers import mailchimp_client, subscriber_hash
-from pipelines.writers import BatchCallback, EspWrite, WriteOutcome, compliance_refusals
+from pipelines.writers import BatchCallback, EspAccountError, EspWrite, WriteOutcome, compliance_refusals
 
 MAX_BATCH_MEMBERS = 500
 LOG = logging.getLogger(__name__)
 
+# per batched action: the status each member is given, and the request's update_existing
+BATCH_PAYLOADS: dict[str, tuple[str, bool]] = {
+    "transmit": ("subscribed", False),
+    "start_doi": ("pending", True),
+    "unsubscribe": ("unsubscribed", True),
+}
+MEMBER_REQUEST_ACTIONS = ("update_fields", "delete", "delete_permanent")
+AUTH_STATUSES = frozenset({401, 403})
+
+Request = Callable[[], list[WriteOutcome]]
+
 
 def member_body(write: EspWrite) -> dict[str, Any]:
-    """The batch entry for one action. An existing member never gets `subscribed`: a new one
-    does through status_if_new, and re-subscribing goes only through `pending` (DOI)."""
-    body: dict[str, Any] = {"email_address": write.email_address}
+    """The batch entry for one write, with its action's explicit status."""
+    status, _ = BATCH_PAYLOADS[write.action]
+    body: dict[str, Any] = {"email_address": write.email_address, "status": status}
     if write.fields:
         body["merge_fields"] = dict(write.fields)
-    if write.action == "transmit":
-        body["status_if_new"] = "subscribed"
-    elif write.action == "start_doi":
-        body["status"] = "pending"
-    elif write.action == "unsubscribe":
-        body["status"] = "unsubscribed"
     return body
+
+
+def error_code(error: EspApiError) -> str:
+    """Mailchimp's problem title as an outcome code ("Resource Not Found" → resource_not_found)."""
+    return (error.title or f"http_{error.status}").lower().replace(" ", "_")
 
 
 class MailchimpWriter:
@@ -51,35 +78,101 @@ class MailchimpWriter:
         self.allow_permanent_delete = allow_permanent_delete
         self.batch_size = min(batch_size, MAX_BATCH_MEMBERS)
         self.requests = 0
+        self._requests_lock = threading.Lock()
 
     def write(
         self, list_id: str, writes: Sequence[EspWrite], on_batch: BatchCallback | None = None
     ) -> list[WriteOutcome]:
+        """One outcome per write; `on_batch` hears each request's outcomes as it is answered.
+
+        Raises EspAccountError when Mailchimp refuses the credentials: nothing more is sent,
+        and the outcomes reported until then stay reported."""
         allowed, outcomes = compliance_refusals(writes, self.is_blocked)
         report = on_batch or (lambda batch_outcomes: None)
+        unsupported = [
+            WriteOutcome(w.action_id, "rejected", "unsupported_action", f"the Mailchimp writer cannot {w.action}")
+            for w in allowed
+            if w.action not in BATCH_PAYLOADS and w.action not in MEMBER_REQUEST_ACTIONS
+        ]
+        outcomes += unsupported
         report(list(outcomes))
-        upserts = [w for w in allowed if w.action not in ("delete", "delete_permanent")]
-        deletes = [w for w in allowed if w.action in ("delete", "delete_permanent")]
-        batches = [upserts[i : i + self.batch_size] for i in range(0, len(upserts), self.batch_size)]
-        workers = max(1, min(self.account.max_connections, settings.MAX_CONNECTIONS, len(batches) or 1))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            # results arrive in this thread, batch by batch, as they complete in order
-            for result in pool.map(lambda batch: self._send_batch(list_id, batch), batches):
-                outcomes.extend(result)
-                report(result)
-            for outcome in pool.map(lambda write: self._delete(list_id, write), deletes):
-                outcomes.append(outcome)
-                report([outcome])
+        batches: list[Request] = []
+        for action in BATCH_PAYLOADS:
+            same_kind = [w for w in allowed if w.action == action]
+            for start in range(0, len(same_kind), self.batch_size):
+                batches.append(partial(self._send_batch, list_id, same_kind[start : start + self.batch_size]))
+        members: list[Request] = [
+            partial(self._send_member_request, list_id, w) for w in allowed if w.action in MEMBER_REQUEST_ACTIONS
+        ]
+        # the batches first, as a whole; then the per-member requests
+        outcomes += self._run(batches, report)
+        outcomes += self._run(members, report)
         return outcomes
 
-    def _send_batch(self, list_id: str, batch: list[EspWrite]) -> list[WriteOutcome]:
-        """One batch; a batch refused whole is split until the bad members are isolated."""
-        self.requests += 1
+    def _run(self, requests: list[Request], report: BatchCallback) -> list[WriteOutcome]:
+        """Run the requests, at most max_connections at once, and report each one's outcomes in
+        this thread as it is answered. Refused credentials cancel what has not started; what
+        was answered meanwhile is still reported before EspAccountError is raised."""
+        if not requests:
+            return []
+        answered: list[list[WriteOutcome] | None] = [None] * len(requests)
+        refused: EspAccountError | None = None
+        workers = max(1, min(self.account.max_connections, settings.MAX_CONNECTIONS, len(requests)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(request): index for index, request in enumerate(requests)}
+            try:
+                for future in as_completed(futures):
+                    if future.cancelled():
+                        continue
+                    try:
+                        outcomes = future.result()
+                    except EspAccountError as error:
+                        if refused is None:
+                            refused = error
+                            for waiting in futures:
+                                waiting.cancel()
+                        continue
+                    answered[futures[future]] = outcomes
+                    report(outcomes)
+            finally:
+                for waiting in futures:  # whatever went wrong here, send nothing more
+                    waiting.cancel()
+        if refused is not None:
+            raise refused
+        return [outcome for outcomes in answered if outcomes is not None for outcome in outcomes]
+
+    def _request(self, method: str, path: str, json_body: Any = None) -> Any:
+        """One request. Refused credentials (401/403) are the account's problem, not the
+        action's: they become EspAccountError instead of an outcome."""
+        with self._requests_lock:
+            self.requests += 1
         try:
-            response = self.client.request_json(
+            return self.client.request_json(method, path, json_body=json_body)
+        except EspApiError as error:
+            if error.status in AUTH_STATUSES:
+                raise self._account_error(error) from error
+            raise
+
+    def _account_error(self, error: EspApiError) -> EspAccountError:
+        status = int(error.status or 0)
+        answer = f"HTTP {status} {error.title}" if error.title else f"HTTP {status}"
+        return EspAccountError(
+            self.account.name,
+            status,
+            f"Mailchimp refused the credentials of ESP account {self.account.name!r} ({answer}). "
+            f"Check the API key in the environment variable {self.account.api_key_env} "
+            "(Mailchimp: Account > Extras > API keys), that the account's base_url matches the key's "
+            "data centre, and (for a 403) that the key's user may write to the audience.",
+        )
+
+    def _send_batch(self, list_id: str, batch: list[EspWrite]) -> list[WriteOutcome]:
+        """One batch of one action; a batch refused whole is split until the bad members are isolated."""
+        _, update_existing = BATCH_PAYLOADS[batch[0].action]
+        try:
+            response = self._request(
                 "POST",
                 f"lists/{list_id}",
-                json_body={"members": [member_body(w) for w in batch], "update_existing": True},
+                json_body={"members": [member_body(w) for w in batch], "update_existing": update_existing},
             )
         except EspApiError as error:
             if error.retryable:
@@ -87,8 +180,7 @@ class MailchimpWriter:
             if error.status == 400 and len(batch) > 1:
                 middle = len(batch) // 2
                 return self._send_batch(list_id, batch[:middle]) + self._send_batch(list_id, batch[middle:])
-            code = (error.title or f"http_{error.status}").lower().replace(" ", "_")
-            return [WriteOutcome(w.action_id, "rejected", code, error.detail or str(error)) for w in batch]
+            return [WriteOutcome(w.action_id, "rejected", error_code(error), error.detail or str(error)) for w in batch]
         errors = {
             str(item.get("email_address", "")).strip().lower(): item for item in (response or {}).get("errors") or []
         }
@@ -97,17 +189,39 @@ class MailchimpWriter:
             error_item = errors.get(write.email_address.strip().lower())
             if error_item is None:
                 outcomes.append(WriteOutcome(write.action_id, "sent"))
-            else:
-                # per-member errors are about the data (compliance state, forgotten, invalid): permanent
-                outcomes.append(
-                    WriteOutcome(
-                        write.action_id,
-                        "rejected",
-                        str(error_item.get("error_code") or "error"),
-                        str(error_item.get("error") or ""),
-                    )
+                continue
+            # per-member errors are about the data (member exists, compliance state, forgotten,
+            # invalid): permanent; a transmit's existing member is the next sync's to reconcile
+            code = str(error_item.get("error_code") or "error")
+            outcomes.append(
+                WriteOutcome(
+                    write.action_id,
+                    "rejected",
+                    "member_exists" if code == "ERROR_CONTACT_EXISTS" else code,
+                    str(error_item.get("error") or ""),
                 )
+            )
         return outcomes
+
+    def _send_member_request(self, list_id: str, write: EspWrite) -> list[WriteOutcome]:
+        if write.action == "update_fields":
+            return [self._update_fields(list_id, write)]
+        return [self._delete(list_id, write)]
+
+    def _update_fields(self, list_id: str, write: EspWrite) -> WriteOutcome:
+        """PATCH merge_fields alone: without a status it can neither subscribe nor revive anyone."""
+        member = subscriber_hash(write.email_address)
+        try:
+            self._request("PATCH", f"lists/{list_id}/members/{member}", json_body={"merge_fields": dict(write.fields)})
+        except EspApiError as error:
+            if error.retryable:
+                return WriteOutcome(write.action_id, "failed", "transient", str(error))
+            if error.status == 404:
+                return WriteOutcome(
+                    write.action_id, "rejected", "member_not_found", f"{write.email_address} is not on list {list_id}"
+                )
+            return WriteOutcome(write.action_id, "rejected", error_code(error), error.detail or str(error))
+        return WriteOutcome(write.action_id, "sent")
 
     def _delete(self, list_id: str, write: EspWrite) -> WriteOutcome:
         member = subscriber_hash(write.email_address)
@@ -118,20 +232,18 @@ class MailchimpWriter:
                 "refused_permanent_delete",
                 "permanent delete erases the member irreversibly; it needs the explicit permanent-delete flag",
             )
-        self.requests += 1
         try:
             if write.action == "delete_permanent":
                 LOG.warning(
                     "irreversible: erasing %s from list %s of %s", write.email_address, list_id, self.account.name
                 )
-                self.client.request_json("POST", f"lists/{list_id}/members/{member}/actions/delete-permanent")
+                self._request("POST", f"lists/{list_id}/members/{member}/actions/delete-permanent")
             else:
-                self.client.request_json("DELETE", f"lists/{list_id}/members/{member}")
+                self._request("DELETE", f"lists/{list_id}/members/{member}")
         except EspApiError as error:
-            code = (error.title or "error").lower().replace(" ", "_")
             if error.retryable:
-                return WriteOutcome(write.action_id, "failed", code, str(error))
-            return WriteOutcome(write.action_id, "rejected", code, str(error))
+                return WriteOutcome(write.action_id, "failed", "transient", str(error))
+            return WriteOutcome(write.action_id, "rejected", error_code(error), str(error))
         return WriteOutcome(write.action_id, "sent")
 
     # -- campaigns --------------------------------------------------------------

@@ -1,4 +1,18 @@
-"""A stateful emulator of the Mailchimp Marketing API v3, served with Starlette."""
+"""A stateful emulator of the Mailchimp Marketing API v3, served with Starlette.
+
+Where the public docs leave a write's behaviour open, the emulator takes the conservative
+reading of ESP_APIS.md, so that a connector working here does not rely on leniency:
+- Every batch member (`POST /lists/{id}`) needs `status`. `status_if_new` is a field of
+  `PUT …/members/{hash}` only; in a batch member it does not stand in for `status`.
+- `update_existing: false` leaves existing members, archived ones included, untouched and
+  reports them in `errors` (ERROR_CONTACT_EXISTS); `true` overwrites their status, the
+  compliance refusals aside.
+- An archived member stays archived under a write without `status`; an explicit status
+  brings it back, but `subscribed` is refused when it was unsubscribed or cleaned before it
+  was archived. A member loaded archived has no remembered prior status and may come back.
+- `pending` on a subscribed member is accepted and demotes it, as client reports describe;
+  no source says Mailchimp refuses it.
+"""
 
 from __future__ import annotations
 
@@ -306,7 +320,6 @@ class MailchimpEmulator:
             if member.status != "pending":
                 return problem(400, "Invalid Resource", "Only a pending member can confirm.")
             self._set_status(account.lists[member.list_id], member, "subscribed")
-            member.timestamp_opt = member.last_changed
         return JSONResponse(member.as_json())
 
     # -- reads ----------------------------------------------------------------
@@ -454,11 +467,16 @@ class MailchimpEmulator:
     # -- writes ---------------------------------------------------------------
 
     def _set_status(self, mailchimp_list: MailchimpList, member: Member, status: str, reason: str = "") -> None:
-        if member.status != status:
+        previous = member.status
+        member.last_changed = utcnow()
+        if previous != status:
             member.status = status
+            member.archived_from = previous if status == "archived" else None
             if status == "unsubscribed":
                 member.unsubscribe_reason = reason or "N/A (Unsubscribed by an admin)"
-        member.last_changed = utcnow()
+            if status == "subscribed":
+                # the opt-in time is when a status began: last_changed moves on every edit
+                member.timestamp_opt = member.last_changed
         mailchimp_list.touch()
 
     def _apply_fields(self, member: Member, body: dict[str, Any]) -> None:
@@ -488,30 +506,29 @@ class MailchimpEmulator:
             )
         member_id = subscriber_hash(email_address)
         member = mailchimp_list.members.get(member_id)
-        if member is not None and member.status != "archived":
+        # an archived member is still a member: status_if_new leaves it archived
+        if member is not None:
             if not allow_update:
                 raise MailchimpError(
                     400, "Member Exists", f"{email_address} is already a list member. Use PUT to insert or update."
                 )
-            if status == "subscribed" and member.status in COMPLIANCE_STATES:
+            if status == "subscribed" and _opted_out(member):
                 raise MailchimpError(
                     400,
                     "Member In Compliance State",
                     f"{email_address} is already a list member in compliance state due to unsubscribe, "
                     "bounce, or compliance review and cannot be subscribed.",
                 )
-            self._apply_fields(member, body)
             if status is not None:
                 self._set_status(mailchimp_list, member, status)
             else:
                 member.last_changed = utcnow()
                 mailchimp_list.touch()
+            self._apply_fields(member, body)  # after the status: a timestamp_opt in the body wins
             return member, False
         if not allow_create:
             raise MailchimpError(404, "Resource Not Found", "The requested resource could not be found.")
         new_status = status if status is not None else body.get("status_if_new")
-        if new_status is None and member is not None:  # archived member coming back without a status
-            new_status = member.status
         if new_status not in WRITABLE_STATUSES:
             raise MailchimpError(
                 400,
@@ -621,7 +638,7 @@ class MailchimpEmulator:
                 400, "Invalid Resource", f"A batch can hold at most {MAX_BATCH_MEMBERS} members, got {len(members)}."
             )
         schema_errors = [
-            {"field": f"members[{index}]", "message": problem}
+            {"field": f"members[{index}]{problem[0]}", "message": problem[1]}
             for index, item in enumerate(members)
             if (problem := _member_schema_problem(item)) is not None
         ]
@@ -642,9 +659,6 @@ class MailchimpEmulator:
         errors: list[dict[str, Any]] = []
         with self.state.lock:
             for item in members:
-                item = item if isinstance(item, dict) else {}
-                if "status" not in item and "status_if_new" not in item:
-                    item = {**item, "status_if_new": None}
                 try:
                     member, was_created = self.upsert_member(
                         mailchimp_list, item, allow_update=update_existing, allow_create=True
@@ -685,17 +699,28 @@ class MailchimpEmulator:
         return None
 
 
-def _member_schema_problem(item: Any) -> str | None:
+def _member_schema_problem(item: Any) -> tuple[str, str] | None:
+    """A batch member's first schema problem as (the field's path under the member, message).
+    `status` is required: the batch endpoint has no status_if_new to fall back on."""
     if not isinstance(item, dict):
-        return "Schema describes object, another type found instead"
+        return "", "Schema describes object, another type found instead"
     if not isinstance(item.get("email_address"), str):
-        return "email_address: Schema describes string"
+        return ".email_address", "Schema describes string, another type found instead"
+    if item.get("status") is None:
+        return ".status", "Schema describes string, NULL found instead"
     for name in ("status", "status_if_new"):
-        if name in item and item[name] is not None and item[name] not in WRITABLE_STATUSES:
-            return f"{name}: Data did not match any of the schemas described in anyOf."
+        if item.get(name) is not None and item[name] not in WRITABLE_STATUSES:
+            return f".{name}", "Data did not match any of the schemas described in anyOf."
     if "merge_fields" in item and not isinstance(item["merge_fields"], dict):
-        return "merge_fields: Schema describes object, another type found instead"
+        return ".merge_fields", "Schema describes object, another type found instead"
     return None
+
+
+def _opted_out(member: Member) -> bool:
+    """Unsubscribed or cleaned, now or before it was archived: only `pending` brings it back."""
+    if member.status == "archived":
+        return member.archived_from in COMPLIANCE_STATES
+    return member.status in COMPLIANCE_STATES
 
 
 def _batch_error_code(error: MailchimpError) -> str:

@@ -53,6 +53,9 @@ class Member:
     last_changed: datetime = field(default_factory=utcnow)
     unsubscribe_reason: str = ""
     member_rating: int = 2
+    # the status an archived member had before it was archived (None when unknown, e.g. loaded
+    # archived): an opt-out stays an opt-out through archiving. Never in the API's answers.
+    archived_from: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -10,7 +10,7 @@ from mailbridge.config import EspAccount
 from pipelines.http import RetryPolicy
 from pipelines.mailchimp.helpers import subscriber_hash
 from pipelines.mailchimp.writer import MailchimpWriter
-from pipelines.writers import EspWrite
+from pipelines.writers import EspAccountError, EspWrite, WriteOutcome
 from sandbox.faults import FaultSettings
 from tests.conftest import RunningEmulator
 
@@ -34,6 +34,19 @@ def writer_for(emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch, **opt
 
 def batch_posts(emulator: RunningEmulator) -> int:
     return sum(1 for e in emulator.emulator.log.snapshot() if e.method == "POST" and e.path == "/3.0/lists/nl0001")
+
+
+def recorded_requests(writer: MailchimpWriter, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, Any]]:
+    """(method, path, JSON body) of every request the writer makes, as it hands them to the client."""
+    requests: list[tuple[str, str, Any]] = []
+    send = writer.client.request_json
+
+    def recording(method: str, path: str, **options: Any) -> Any:
+        requests.append((method, path, options.get("json_body")))
+        return send(method, path, **options)
+
+    monkeypatch.setattr(writer.client, "request_json", recording)
+    return requests
 
 
 def test_many_transmits_go_in_batches_of_500(mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,14 +74,146 @@ def test_existing_members_never_get_a_subscribed_status(
         ],
     )
     by_id = {o.action_id: o for o in outcomes}
-    # a transmit never re-subscribes: status_if_new leaves the opted-out member alone
-    assert by_id["t"].status == "sent"
+    # a transmit never touches an existing member: the opted-out member is left alone and reported
+    assert (by_id["t"].status, by_id["t"].error_code) == ("rejected", "member_exists")
     assert members[subscriber_hash("anna.schmidt@beispiel.de")].status == "unsubscribed"
     assert by_id["u"].status == "sent" and members[subscriber_hash("carla.wolf@beispiel.de")].status == "unsubscribed"
     # a field update of an unknown member is refused by the ESP, for that member only
-    assert by_id["f"].status == "rejected" and not by_id["f"].retryable
+    assert (by_id["f"].status, by_id["f"].error_code) == ("rejected", "member_not_found")
+    assert not by_id["f"].retryable
     doi = writer.write("nl0001", [EspWrite("d", "start_doi", "anna.schmidt@beispiel.de")])
     assert doi[0].status == "sent" and members[subscriber_hash("anna.schmidt@beispiel.de")].status == "pending"
+
+
+def test_each_kind_of_write_goes_in_its_own_batch_with_an_explicit_status(
+    mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = writer_for(mailchimp, monkeypatch)
+    requests = recorded_requests(writer, monkeypatch)
+    outcomes = writer.write(
+        "nl0001",
+        [
+            EspWrite("t1", "transmit", "neu.eins@beispiel.de", {"FNAME": "Eins"}),
+            EspWrite("d1", "start_doi", "neu.zwei@beispiel.de"),
+            EspWrite("t2", "transmit", "anna.schmidt@beispiel.de"),
+            EspWrite("u1", "unsubscribe", "carla.wolf@beispiel.de"),
+        ],
+    )
+    batches = {
+        body["members"][0]["status"]: body
+        for method, path, body in requests
+        if (method, path) == ("POST", "lists/nl0001")
+    }
+    assert len(requests) == 3 and set(batches) == {"subscribed", "pending", "unsubscribed"}
+    # a transmit creates or leaves alone: update_existing false
+    assert batches["subscribed"]["update_existing"] is False
+    assert [m["email_address"] for m in batches["subscribed"]["members"]] == [
+        "neu.eins@beispiel.de",
+        "anna.schmidt@beispiel.de",
+    ]
+    assert batches["subscribed"]["members"][0]["merge_fields"] == {"FNAME": "Eins"}
+    assert batches["pending"]["update_existing"] is True and batches["unsubscribed"]["update_existing"] is True
+    assert not any("status_if_new" in m for body in batches.values() for m in body["members"])
+    by_id = {o.action_id: o for o in outcomes}
+    assert {k: o.status for k, o in by_id.items()} == {"t1": "sent", "d1": "sent", "t2": "rejected", "u1": "sent"}
+    assert by_id["t2"].error_code == "member_exists"
+    members = mailchimp.state.account_named("brand_main").lists["nl0001"].members
+    assert members[subscriber_hash("anna.schmidt@beispiel.de")].status == "subscribed"
+    assert members[subscriber_hash("neu.zwei@beispiel.de")].status == "pending"
+
+
+def test_update_fields_goes_as_a_patch_without_status(
+    mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = mailchimp.state.account_named("brand_main").lists["nl0001"].members
+    members[subscriber_hash("anna.schmidt@beispiel.de")].status = "unsubscribed"
+    writer = writer_for(mailchimp, monkeypatch)
+    requests = recorded_requests(writer, monkeypatch)
+    outcomes = writer.write(
+        "nl0001",
+        [
+            EspWrite("a", "update_fields", "anna.schmidt@beispiel.de", {"FNAME": "Anna-Lena"}),
+            EspWrite("c", "update_fields", "Carla.Wolf@beispiel.de", {"LNAME": "Wolff"}),
+            EspWrite("n", "update_fields", "niemand@beispiel.de", {"FNAME": "X"}),
+        ],
+    )
+    assert sorted(requests, key=lambda r: r[1]) == sorted(
+        [
+            ("PATCH", f"lists/nl0001/members/{subscriber_hash(address)}", {"merge_fields": fields})
+            for address, fields in (
+                ("anna.schmidt@beispiel.de", {"FNAME": "Anna-Lena"}),
+                ("carla.wolf@beispiel.de", {"LNAME": "Wolff"}),
+                ("niemand@beispiel.de", {"FNAME": "X"}),
+            )
+        ],
+        key=lambda r: r[1],
+    )
+    assert {e.method for e in mailchimp.emulator.log.snapshot()} == {"PATCH"}
+    by_id = {o.action_id: o for o in outcomes}
+    assert by_id["a"].status == "sent" and by_id["c"].status == "sent"
+    assert (by_id["n"].status, by_id["n"].error_code) == ("rejected", "member_not_found")
+    anna = members[subscriber_hash("anna.schmidt@beispiel.de")]
+    assert anna.merge_fields["FNAME"] == "Anna-Lena" and anna.status == "unsubscribed"
+    assert members[subscriber_hash("carla.wolf@beispiel.de")].merge_fields["LNAME"] == "Wolff"
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        EspWrite("t", "transmit", "neu@beispiel.de"),
+        EspWrite("f", "update_fields", "anna.schmidt@beispiel.de", {"FNAME": "A"}),
+        EspWrite("d", "delete", "carla.wolf@beispiel.de"),
+    ],
+    ids=["batch", "patch", "delete"],
+)
+def test_a_wrong_key_stops_the_writer_with_an_account_error(
+    mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch, write: EspWrite
+) -> None:
+    writer = writer_for(mailchimp, monkeypatch)
+    wrong_key = "wrongkey0000000000000000000000-us1"
+    monkeypatch.setenv("MAILBRIDGE_MAILCHIMP_MAIN_KEY", wrong_key)
+    writer = MailchimpWriter(writer.account, retry=FAST)
+    heard: list[WriteOutcome] = []
+    with pytest.raises(EspAccountError) as refused:
+        writer.write("nl0001", [write], on_batch=heard.extend)
+    assert refused.value.account == "brand_main" and refused.value.status == 401
+    message = str(refused.value)
+    assert "brand_main" in message and "MAILBRIDGE_MAILCHIMP_MAIN_KEY" in message and wrong_key not in message
+    assert heard == []  # the credentials failed, not the action: it gets no outcome
+    members = mailchimp.state.account_named("brand_main").lists["nl0001"].members
+    assert members[subscriber_hash("carla.wolf@beispiel.de")].status == "subscribed"
+
+
+def test_outcomes_heard_before_the_key_was_refused_stay_reported(
+    mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILBRIDGE_MAILCHIMP_MAIN_KEY", KEY)
+    account = EspAccount(
+        name="brand_main",
+        type="mailchimp",
+        api_key_env="MAILBRIDGE_MAILCHIMP_MAIN_KEY",
+        base_url=mailchimp.base_url,
+        max_connections=1,
+    )
+    writer = MailchimpWriter(account, retry=FAST, batch_size=1, is_blocked=lambda key: key == "gesperrt@beispiel.de")
+    send = writer.client.request_json
+
+    def revoked_after_the_first_batch(method: str, path: str, **options: Any) -> Any:
+        answer = send(method, path, **options)
+        mailchimp.state.accounts.pop(KEY, None)  # the key is revoked while the push runs
+        return answer
+
+    monkeypatch.setattr(writer.client, "request_json", revoked_after_the_first_batch)
+    heard: list[WriteOutcome] = []
+    writes = [EspWrite("b", "transmit", "gesperrt@beispiel.de")] + [
+        EspWrite(f"a{i}", "transmit", f"r{i}@beispiel.de") for i in range(10)
+    ]
+    with pytest.raises(EspAccountError):
+        writer.write("nl0001", writes, on_batch=heard.extend)
+    assert {o.action_id: o.status for o in heard} == {"b": "rejected", "a0": "sent"}
+    # once refused, the batches not yet started are not sent at all
+    posts = [e.status for e in mailchimp.emulator.log.snapshot() if e.method == "POST"]
+    assert posts[0] == 200 and set(posts[1:]) == {401} and len(posts) <= 3
 
 
 def test_a_batch_refused_whole_is_split_until_the_bad_rows_are_isolated(

@@ -79,10 +79,10 @@ def test_batch_subscribe_reports_errors_per_member(api: httpx.Client) -> None:
         json={
             "update_existing": True,
             "members": [
-                {"email_address": "neu.person@beispiel.de", "status_if_new": "subscribed"},
+                {"email_address": "neu.person@beispiel.de", "status": "subscribed"},
                 {"email_address": "anna.schmidt@beispiel.de", "status": "subscribed"},
-                {"email_address": "kein-at-zeichen.de", "status_if_new": "subscribed"},
-                {"email_address": "carla.wolf@beispiel.de", "merge_fields": {"FNAME": "Carla-Marie"}},
+                {"email_address": "kein-at-zeichen.de", "status": "subscribed"},
+                {"email_address": "carla.wolf@beispiel.de", "status": "unsubscribed"},
             ],
         },
     )
@@ -92,12 +92,63 @@ def test_batch_subscribe_reports_errors_per_member(api: httpx.Client) -> None:
     errors = {error["email_address"]: error["error"] for error in body["errors"]}
     assert "Member In Compliance State" in errors["anna.schmidt@beispiel.de"]
     assert "looks fake or invalid" in errors["kein-at-zeichen.de"]
-    assert body["updated_members"][0]["merge_fields"]["FNAME"] == "Carla-Marie"
-    assert body["updated_members"][0]["status"] == "subscribed"
+    # with update_existing the given status overwrites the existing member's
+    assert body["updated_members"][0]["email_address"] == "carla.wolf@beispiel.de"
+    assert body["updated_members"][0]["status"] == "unsubscribed"
+
+
+def test_batch_member_without_status_refuses_the_whole_batch(api: httpx.Client) -> None:
+    # status_if_new belongs to PUT …/members/{hash}: in a batch member it does not stand in for status
+    response = api.post(
+        "lists/nl0001",
+        json={
+            "update_existing": False,
+            "members": [
+                {"email_address": "neu.person@beispiel.de", "status": "subscribed"},
+                {"email_address": "ohne.status@beispiel.de", "status_if_new": "subscribed"},
+                {"email_address": "carla.wolf@beispiel.de", "merge_fields": {"FNAME": "Carla-Marie"}},
+            ],
+        },
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["title"] == "Invalid Resource"
+    assert {error["field"] for error in body["errors"]} == {"members[1].status", "members[2].status"}
+    members = {m["email_address"]: m for m in api.get("lists/nl0001/members").json()["members"]}
+    assert "neu.person@beispiel.de" not in members and len(members) == 4
+    assert members["carla.wolf@beispiel.de"]["merge_fields"]["FNAME"] == "Carla"
+
+
+def test_update_existing_false_leaves_existing_members_untouched_and_reports_them(api: httpx.Client) -> None:
+    carla = subscriber_hash("carla.wolf@beispiel.de")
+    assert api.delete(f"lists/nl0001/members/{carla}").status_code == 204
+    response = api.post(
+        "lists/nl0001",
+        json={
+            "update_existing": False,
+            "members": [
+                {"email_address": "neu.person@beispiel.de", "status": "subscribed"},
+                {"email_address": "anna.schmidt@beispiel.de", "status": "unsubscribed", "merge_fields": {"FNAME": "X"}},
+                # archived is still a member: a batch that may not update leaves it archived
+                {"email_address": "carla.wolf@beispiel.de", "status": "subscribed"},
+            ],
+        },
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["total_created"] == 1 and body["total_updated"] == 0 and body["error_count"] == 2
+    errors = {error["email_address"]: error for error in body["errors"]}
+    assert set(errors) == {"anna.schmidt@beispiel.de", "carla.wolf@beispiel.de"}
+    assert all(error["error_code"] == "ERROR_CONTACT_EXISTS" for error in errors.values())
+    assert "is already a list member" in errors["anna.schmidt@beispiel.de"]["error"]
+    anna = api.get(f"lists/nl0001/members/{subscriber_hash('anna.schmidt@beispiel.de')}").json()
+    assert anna["status"] == "subscribed" and anna["merge_fields"]["FNAME"] == "Anna"
+    assert api.get(f"lists/nl0001/members/{carla}").json()["status"] == "archived"
 
 
 def test_batch_over_500_is_refused_whole(api: httpx.Client) -> None:
-    members = [{"email_address": f"p{i}@beispiel.de", "status_if_new": "subscribed"} for i in range(501)]
+    members = [{"email_address": f"p{i}@beispiel.de", "status": "subscribed"} for i in range(501)]
     response = api.post("lists/nl0001", json={"members": members})
     assert response.status_code == 400
     assert api.get("lists/nl0001/members").json()["total_items"] == 4
@@ -145,6 +196,35 @@ def test_archive_versus_permanent_delete(api: httpx.Client) -> None:
         f"lists/nl0001/members/{emil}", json={"email_address": "emil.neu@beispiel.de", "status": "pending"}
     )
     assert pending.status_code == 200
+
+
+def test_archived_member_stays_archived_without_an_explicit_status(api: httpx.Client) -> None:
+    carla = subscriber_hash("carla.wolf@beispiel.de")
+    assert api.delete(f"lists/nl0001/members/{carla}").status_code == 204
+    kept = api.put(
+        f"lists/nl0001/members/{carla}",
+        json={"email_address": "carla.wolf@beispiel.de", "status_if_new": "subscribed", "merge_fields": {"LNAME": "W"}},
+    )
+    assert kept.status_code == 200 and kept.json()["status"] == "archived"
+    back = api.put(
+        f"lists/nl0001/members/{carla}", json={"email_address": "carla.wolf@beispiel.de", "status": "pending"}
+    )
+    assert back.status_code == 200 and back.json()["status"] == "pending"
+
+
+def test_archived_opt_out_comes_back_only_through_pending(api: httpx.Client) -> None:
+    anna = subscriber_hash("anna.schmidt@beispiel.de")
+    assert api.patch(f"lists/nl0001/members/{anna}", json={"status": "unsubscribed"}).status_code == 200
+    assert api.delete(f"lists/nl0001/members/{anna}").status_code == 204
+    refused = api.put(
+        f"lists/nl0001/members/{anna}", json={"email_address": "anna.schmidt@beispiel.de", "status": "subscribed"}
+    )
+    assert refused.status_code == 400 and refused.json()["title"] == "Member In Compliance State"
+    assert api.get(f"lists/nl0001/members/{anna}").json()["status"] == "archived"
+    doi = api.put(
+        f"lists/nl0001/members/{anna}", json={"email_address": "anna.schmidt@beispiel.de", "status": "pending"}
+    )
+    assert doi.status_code == 200 and doi.json()["status"] == "pending"
 
 
 def test_campaign_reports_and_per_recipient_activity(api: httpx.Client) -> None:
