@@ -16,7 +16,14 @@ from assets.resources import WarehouseResource
 from assets.transform import ensure_manifest
 from mailbridge.config import MailbridgeConfig
 from pipelines.gate import push_gate
-from pipelines.pushback import PushRefused, PushReport, confirm_previous_attempts, push
+from pipelines.pushback import (
+    PushAccountFailed,
+    PushQueueError,
+    PushRefused,
+    PushReport,
+    confirm_previous_attempts,
+    push,
+)
 from pipelines.runner import run_extractions
 from pipelines.send import send_campaign
 
@@ -90,6 +97,14 @@ def pushback_outbox(
         )
     except PushRefused as refused:
         raise dg.Failure(description=str(refused), metadata={"reasons": refused.verdict.reasons}) from None
+    except PushAccountFailed as failed:
+        context.log.error("push-back, account refused:\n" + "\n".join(report_lines(failed.report)))
+        raise dg.Failure(
+            description=f"an ESP refused the credentials; its actions stay ready: {failed}",
+            metadata={"accounts": failed.errors},
+        ) from None
+    except PushQueueError as error:
+        raise dg.Failure(description=str(error)) from None
     title = "dry run, nothing written" if config.dry_run else "pushed"
     lines = report_lines(report)
     context.log.info(f"push-back ({title}):\n" + ("\n".join(lines) or "nothing ready"))

@@ -28,9 +28,13 @@ def dbt_executable() -> str:
     return str(beside) if beside.is_file() else (shutil.which("dbt") or "dbt")
 
 
-def run_dbt_build(warehouse: Path, target_path: Path, run_id: str = "manual") -> subprocess.CompletedProcess[str]:
-    """`dbt build` of the project into `warehouse`, in its own process (dbt-duckdb keeps its
-    connection open in-process); the caller decides what a failure means."""
+def run_dbt_build(
+    warehouse: Path, target_path: Path, run_id: str = "manual", select: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`dbt build` of the project (or of the `select`ed models, their data tests but not the
+    unit tests) into `warehouse`, in its own process (dbt-duckdb keeps its connection open
+    in-process); the caller decides what a failure means."""
+    selection = ["--select", select, "--exclude-resource-type", "unit_test"] if select else []
     command = [
         dbt_executable(),
         "build",
@@ -42,6 +46,7 @@ def run_dbt_build(warehouse: Path, target_path: Path, run_id: str = "manual") ->
         str(target_path),
         "--vars",
         json.dumps({"run_id": run_id}),
+        *selection,
         "--quiet",
     ]
     return subprocess.run(

@@ -447,22 +447,30 @@ def push(
     ops.pushback_outbox."""
     import uuid
 
-    from pipelines.pushback import PushRefused, push
+    from pipelines.pushback import PushAccountFailed, PushQueueError, PushRefused, push
 
     config = _load(config_file)
     run_id = f"push-{uuid.uuid4().hex[:12]}"
+    account_failure: PushAccountFailed | None = None
     try:
         with console.status("Pushing…" if not dry_run else "Planning…"):
             report = push(config, run_id=run_id, dry_run=dry_run, allow_permanent_delete=allow_permanent_delete)
     except PushRefused as refused:
         err.print(f"[red]Push refused, nothing was written:[/red] {refused.verdict.explain()}")
         raise typer.Exit(1) from None
+    except PushQueueError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    except PushAccountFailed as failed:
+        account_failure, report = failed, failed.report
     if report.gate is not None and not report.gate.allowed:
         err.print(f"[yellow]A real push would be refused now:[/yellow] {report.gate.explain()}")
     if report.gate is not None and report.gate.aborted_lists:
         err.print(
             f"[yellow]Held (their latest extraction did not complete):[/yellow] {', '.join(report.gate.aborted_lists)}"
         )
+    if report.queue_refreshed:
+        console.print("The queue was rebuilt first: decisions were made since the last sync.")
     title = "Dry run: what a push would write (nothing was changed)" if dry_run else f"Push {run_id}"
     table = Table(title=title, header_style="bold")
     for column in ("list link", "action", "from", "outcome", "count", "for example"):
@@ -477,6 +485,12 @@ def push(
             f"{report.tasks_cleared} CRM tasks cleared, {report.assignments_removed} CRM assignments removed "
             f"after ESP deletes; {report.confirmed} earlier actions confirmed by the sync."
         )
+    if account_failure is not None:
+        for failure in account_failure.errors:
+            err.print(
+                f"[red]Credentials refused, nothing sent for this account (its actions stay ready):[/red] {failure}"
+            )
+        raise typer.Exit(1)
 
 
 @app.command()

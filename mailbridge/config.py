@@ -120,7 +120,7 @@ class CrmConfig(_Strict):
         "assignments": ("status_set_by", "task", "needs_review"),
         "blocklist": ("blocked_at", "reason"),
         "email_history": ("valid_from",),
-        "consents": ("list_id", "email", "kind", "source"),
+        "consents": ("list_id", "email", "kind", "source", "note"),
     }
 
     @model_validator(mode="after")

@@ -46,7 +46,7 @@ def record_decision(
         ) from None
     with duckdb.connect(str(warehouse)) as db:
         row = db.execute(
-            "select state_fingerprint, result, esp_status from marts.fct_list_reconciliation "
+            "select state_fingerprint, result, esp_status, crm_status, rule from marts.fct_list_reconciliation "
             "where list_link_id = ? and email_key = ?",
             [list_link_id, key],
         ).fetchone()
@@ -58,7 +58,7 @@ def record_decision(
                 f"list link {list_link_id!r} has no reconciliation row for {key}; "
                 f"list links: {', '.join(sorted(links)) or 'none'} (run a sync first)"
             )
-        fingerprint, result, esp_status = row
+        fingerprint, result, esp_status, crm_status, rule = row
         decided_at = datetime.now(UTC)
         decision_id = hashlib.sha256(
             f"{list_link_id}|{key}|{action}|{fingerprint}|{decided_at.isoformat()}".encode()
@@ -71,8 +71,22 @@ def record_decision(
         refusal = db.execute(
             "select reason from intermediate.int_pushback__refusals where action = ? and ("
             "(refused_field = 'result' and refused_value = ?) or (refused_field = 'esp_status' and refused_value = ?)"
+            " or (refused_field = 'crm_status' and refused_value = ?) or (refused_field = 'rule' and refused_value = ?)"
             ") order by priority limit 1",
-            [action, result, esp_status],
+            [action, result, esp_status, crm_status, rule],
         ).fetchone()
-    warning = f"the queue will refuse this {action}: {refusal[0]}" if refusal else None
+        # the queue's definition of a compliance action (fct_pushback_queue)
+        compliance = db.execute(
+            "select recommended_action from marts.fct_list_reconciliation where list_link_id = ? and email_key = ? "
+            "and recommended_action <> ? and (recommended_action = 'unsubscribe' or ("
+            "recommended_action in ('set_status', 'mark_bounced') "
+            "and resolved_status in ('unsubscribed', 'bounced_hard', 'bounced')))",
+            [list_link_id, key, action],
+        ).fetchone()
+    warnings = []
+    if refusal:
+        warnings.append(f"the queue will refuse this {action}: {refusal[0]}")
+    if compliance:
+        warnings.append(f"the compliance action {compliance[0]} runs as well: a decision joins it, never replaces it")
+    warning = "; ".join(warnings) or None
     return Decision(decision_id, list_link_id, key, action, fingerprint, result, warning)

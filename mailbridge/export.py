@@ -47,9 +47,13 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
 
 def export_crm_changes(warehouse: Path, out: Path) -> int:
     """Write the ready CRM actions of the push-back queue to `out`; returns the row count."""
+    # the CRM half of a person's unsubscribe writes its own status, not the reconciliation's
+    selected = [
+        "coalesce(crm_target_status, resolved_status)" if column == "resolved_status" else column for column in COLUMNS
+    ]
     with duckdb.connect(str(warehouse), read_only=True) as db:
         rows = db.execute(
-            f"select {', '.join(COLUMNS)} from marts.fct_pushback_queue "
+            f"select {', '.join(selected)} from marts.fct_pushback_queue "
             "where target = 'crm' and queue_status = 'ready' order by list_link_id, action, email_address"
         ).fetchall()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from mailbridge.config import MailbridgeConfig
 from pipelines.crm.writer import CrmAction, CrmWriter
 from pipelines.gate import Verdict, push_gate
 from pipelines.registry import connector
-from pipelines.writers import EspWrite, EspWriter, WriteOutcome
+from pipelines.writers import EspAccountError, EspWrite, EspWriter, WriteOutcome
 
 # one queue action can be more than one ESP write: an address change unsubscribes the former one
 EXPANSIONS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -58,6 +58,7 @@ READY_CRM_ACTIONS = f"""
     select
         queue.action_id, queue.list_link_id, queue.esp_account, queue.crm_list_id, queue.crm_contact_id,
         queue.email_key, queue.email_address, queue.action, queue.action_source, queue.rule,
+        queue.crm_target_status, queue.decided_by, queue.decided_at, queue.decision_note,
         reconciliation.esp_status, reconciliation.esp_status_changed_at, reconciliation.crm_task,
         assignments.crm_status_value as extracted_status_value,
         assignments.status_changed_at as extracted_status_changed_at,
@@ -115,7 +116,11 @@ class QueuedAction:
         fields = {k: v for k, v in (("FNAME", self.first_name), ("LNAME", self.last_name)) if v}
         out = []
         for esp_action, address_field in EXPANSIONS[self.action]:
-            address = self.former_email_key if address_field == "former_email_key" else self.email_address
+            # the ESP member of an address changed in the CRM is still at the former address
+            at_former = address_field == "former_email_key" or (
+                esp_action == "unsubscribe" and self.rule == "email_changed_in_crm" and self.former_email_key
+            )
+            address = self.former_email_key if at_former else self.email_address
             out.append(
                 EspWrite(
                     action_id=self.action_id,
@@ -125,6 +130,16 @@ class QueuedAction:
                 )
             )
         return out
+
+
+class PushAccountFailed(Exception):
+    """An ESP account refused the push's credentials: its actions stay ready for the next push.
+    The rest of the push (other accounts, the CRM) was done; `report` says what."""
+
+    def __init__(self, errors: list[str], report: PushReport) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+        self.report = report
 
 
 class PushRefused(Exception):
@@ -151,6 +166,9 @@ class PushReport:
     # (contact, CRM list) of members deleted at the ESP: their CRM assignments go too
     deleted_at_esp: list[tuple[str, str]] = field(default_factory=list)
     assignments_removed: int = 0
+    # accounts whose credentials the ESP refused: what it said, per account
+    account_errors: dict[str, str] = field(default_factory=dict)
+    queue_refreshed: bool = False
 
     def add(self, list_link_id: str, action: str, source: str, status: str, sample: str) -> None:
         key = (list_link_id, action, source)
@@ -220,6 +238,8 @@ def push(
     Refused (PushRefused) when the push gate says the reconciliation is too old or its dbt
     run failed; a dry run reports the gate's verdict and goes on."""
     report = PushReport(dry_run=dry_run)
+    # decisions made since the queue was built count: the queue is rebuilt with them first
+    report.queue_refreshed = refresh_queue_if_behind(config)
     with duckdb.connect(str(config.warehouse_path()), read_only=dry_run) as db:
         report.gate = push_gate(db, config.gating.push_max_age_minutes)
         if not report.gate.allowed and not dry_run:
@@ -240,18 +260,72 @@ def push(
                 )
             return report
         done_tasks = _push_esp(db, config, esp_actions, run_id, report, writer_factory, allow_permanent_delete)
-        if not config.crm.write_back:
-            return report
-        writer = crm_writer or CrmWriter(config.crm.connection_url(config.base_dir), config.crm, config.field_mappings)
-        try:
-            if crm_actions:
-                done_tasks += _push_crm(db, writer, crm_rows, crm_actions, run_id, report)
-            report.tasks_cleared = writer.clear_tasks(done_tasks)
-            report.assignments_removed = writer.remove_assignments(report.deleted_at_esp)
-        finally:
-            if crm_writer is None:
-                writer.close()
+        if config.crm.write_back:
+            writer = crm_writer or CrmWriter(
+                config.crm.connection_url(config.base_dir), config.crm, config.field_mappings
+            )
+            try:
+                if crm_actions:
+                    done_tasks += _push_crm(db, writer, crm_rows, crm_actions, run_id, report)
+                report.tasks_cleared = writer.clear_tasks(done_tasks)
+                report.assignments_removed = writer.remove_assignments(report.deleted_at_esp)
+            finally:
+                if crm_writer is None:
+                    writer.close()
+    if report.account_errors:
+        raise PushAccountFailed(
+            [f"{name}: {message}" for name, message in sorted(report.account_errors.items())], report
+        )
     return report
+
+
+def queue_is_behind(db: duckdb.DuckDBPyConnection) -> bool:
+    """Was a decision recorded after the queue was built?"""
+    row = db.execute(
+        """
+        select (select max(decided_at) from ops.decisions)
+            > coalesce(
+                (select min(queued_at) from marts.fct_pushback_queue),
+                (select max(reconciled_at) from marts.fct_list_reconciliation)
+            )
+        """
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def refresh_queue_if_behind(config: MailbridgeConfig) -> bool:
+    """Rebuild the queue (that model alone: the reconciliation it reads is unchanged) when a
+    decision is newer than it, so a push and its dry run act on every decision made."""
+    warehouse = config.warehouse_path()
+    if not warehouse.exists():
+        return False
+    try:
+        with duckdb.connect(str(warehouse), read_only=True) as db:
+            if not queue_is_behind(db):
+                return False
+    except duckdb.CatalogException:
+        return False  # no sync has built the queue yet
+    from assets.resources import run_dbt_build
+
+    built = run_dbt_build(
+        warehouse, warehouse.parent / "dbt" / "queue_target", "queue-refresh", select="fct_pushback_queue"
+    )
+    if built.returncode != 0:
+        raise PushQueueError(
+            "the push-back queue could not be rebuilt with the latest decisions; nothing was written. "
+            f"dbt said: {_dbt_failure(built.stdout + built.stderr)}"
+        )
+    return True
+
+
+class PushQueueError(Exception):
+    """The queue could not be rebuilt with the latest decisions: nothing is pushed."""
+
+
+def _dbt_failure(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower() or "fail" in line.lower()]
+    return " | ".join((errors or lines)[-5:])[:1000] or "no output"
 
 
 def _fetch(db: duckdb.DuckDBPyConnection, query: str, kind: Callable[..., Any]) -> list[Any]:
@@ -289,7 +363,24 @@ def _push_esp(
         def settled(outcomes: dict[str, WriteOutcome], attempts: dict[str, str] = attempts) -> None:
             _record(db, [(attempts[action_id], outcome) for action_id, outcome in outcomes.items()])
 
-        outcomes = _write_all(writer, list_id, queued, settled)
+        if account_name in report.account_errors:
+            _account_refused(db, attempts, report.account_errors[account_name])
+            for action in queued:
+                report.add(action.list_link_id, action.action, action.action_source, "account_refused", action.sample)
+            continue
+        try:
+            outcomes = _write_all(writer, list_id, queued, settled)
+        except EspAccountError as refused:
+            # the credentials, not the actions: they stay ready, and the account's other lists wait too
+            report.account_errors[account_name] = str(refused)
+            settled_ids = _settled(db, list(attempts.values()))
+            waiting = {a: t for a, t in attempts.items() if t not in settled_ids}
+            _account_refused(db, waiting, report.account_errors[account_name])
+            for action_id in waiting:
+                action = by_id[action_id]
+                report.add(action.list_link_id, action.action, action.action_source, "account_refused", action.sample)
+            report.write_requests += int(getattr(writer, "requests", 0))
+            continue
         for action_id, outcome in outcomes.items():
             action = by_id[action_id]
             report.add(action.list_link_id, action.action, action.action_source, outcome.status, action.sample)
@@ -325,6 +416,23 @@ def _push_crm(
     return done_tasks
 
 
+def _settled(db: duckdb.DuckDBPyConnection, attempt_ids: list[str]) -> set[str]:
+    """The attempts among these the ESP has answered."""
+    rows = db.execute(
+        "select attempt_id from ops.pushback_outbox where attempt_id in (select unnest(?::varchar[])) "
+        "and status <> 'planned'",
+        [attempt_ids],
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def _account_refused(db: duckdb.DuckDBPyConnection, attempts: dict[str, str], message: str) -> None:
+    """Attempts not made because the account's credentials were refused: failed, so the
+    next push sends them again once the credentials are fixed."""
+    outcome = WriteOutcome("", "failed", "account_refused", message)
+    _record(db, [(attempt_id, outcome) for attempt_id in attempts.values()])
+
+
 def _executed_task(action: QueuedAction | CrmAction, outcome: WriteOutcome) -> tuple[str, str, str] | None:
     """(contact, CRM list, task word) of a CRM task this write carried out: it is cleared."""
     if outcome.status != "sent" or action.action_source != "crm_task" or not action.crm_task:
@@ -349,6 +457,8 @@ def _crm_action(row: dict[str, Any], config: MailbridgeConfig) -> CrmAction:
         if row["contact_extracted"]
         else {}
     )
+    # a person's decision names them as the author of what it writes
+    decided_by = row["decided_by"] if row["action_source"] == "manual" else None
     return CrmAction(
         action_id=row["action_id"],
         action=row["action"],
@@ -357,7 +467,10 @@ def _crm_action(row: dict[str, Any], config: MailbridgeConfig) -> CrmAction:
         crm_list_id=row["crm_list_id"],
         crm_contact_id=row["crm_contact_id"],
         email_address=row["email_address"],
-        set_by=f"mailbridge:{account.type}:{account.name}",
+        set_by=decided_by or f"mailbridge:{account.type}:{account.name}",
+        status=row["crm_target_status"],
+        decided_at=(row["decided_at"] or _now()) if row["crm_target_status"] else None,
+        note=row["decision_note"],
         esp_status=row["esp_status"],
         esp_status_changed_at=row["esp_status_changed_at"],
         crm_task=row["crm_task"],

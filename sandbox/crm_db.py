@@ -50,6 +50,7 @@ CANONICAL_TYPES: dict[str, dict[str, sa.types.TypeEngine[Any]]] = {
         "given_at": sa.DateTime(),
         "kind": sa.String(40),
         "source": sa.String(200),
+        "note": sa.String(500),
     },
 }
 PRIMARY_KEYS = {

@@ -270,21 +270,27 @@ def generate_scenario(
             task=None,
         )
 
-    def add_esp_member(link_id: str, person: Person, status: str, at: datetime, **overrides: Any) -> None:
+    def add_esp_member(
+        link_id: str, person: Person, status: str, at: datetime, edited_at: datetime | None = None, **overrides: Any
+    ) -> None:
+        """A member whose status began `at`: a subscriber opted in then (Mailchimp's
+        timestamp_opt); `edited_at`, a later profile edit, moves only last_changed."""
         account, list_id = esp_list_of[link_id]
         email = overrides.pop("email", person.esp_email)
-        signup = at - timedelta(days=rng.randint(0, 400))
+        signup = at - timedelta(minutes=rng.randint(1, 600)) if status == "subscribed" else at
+        if status not in ("subscribed", "pending"):
+            signup = at - timedelta(days=rng.randint(1, 400))
         tables["esp_members"].add(
             account=account,
             list_id=list_id,
             email=email,
             status=status,
-            last_changed=at,
+            last_changed=edited_at or at,
             first_name=overrides.get("first_name", person.first_name),
             last_name=overrides.get("last_name", person.last_name),
             salutation=overrides.get("salutation", person.salutation),
             timestamp_signup=signup,
-            timestamp_opt=signup + timedelta(minutes=rng.randint(1, 600)) if status != "pending" else None,
+            timestamp_opt=at if status == "subscribed" else None if status == "pending" else signup,
             ip_opt=f"192.0.2.{rng.randint(1, 254)}",
             unsubscribe_reason="N/A (Unsubscribed via campaign link)" if status == "unsubscribed" else None,
         )
@@ -406,8 +412,11 @@ def generate_scenario(
                 add_crm_assignment(contact_id, crm_list, "subscribed", base)
                 add_esp_member(link.id, p, "unsubscribed", ref - timedelta(days=3, seconds=rng.randint(0, 86400)))
             elif case == "crm_optout_newer":
-                add_crm_assignment(contact_id, crm_list, "unsubscribed", later(base))
-                add_esp_member(link.id, p, "subscribed", base)
+                opted_out = later(base)
+                add_crm_assignment(contact_id, crm_list, "unsubscribed", opted_out)
+                # half of them edited their profile at the ESP since: no newer subscribe for that
+                edited = later(opted_out, 1, 5) if rng.random() < 0.5 else None
+                add_esp_member(link.id, p, "subscribed", base, edited_at=edited)
             elif case == "crm_resubscribe_newer":
                 add_crm_assignment(contact_id, crm_list, "subscribed", later(base))
                 add_esp_member(link.id, p, "unsubscribed", base)

@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -68,7 +69,8 @@ EXTRACTION_SCHEMA = pa.schema(
         ("started_at", TS),
         ("finished_at", TS),
         ("rows_read", pa.int64()),
-        ("rows_rejected", pa.int64()),
+        ("rows_rejected", pa.int64()),  # rows kept out of the load
+        ("values_rejected", pa.int64()),  # unreadable values loaded as NULL in rows that were kept
     ]
 )
 
@@ -92,15 +94,27 @@ def _reflect(engine: sa.Engine, entity: str, mapping: TableMapping) -> sa.Table:
     return table
 
 
+def _raw_column(column: sa.Column[Any], dtype: pa.DataType) -> Any:
+    """Timestamps are read as the driver returns them and parsed per value in `_as_utc`: the
+    dialect's own conversion (SQLite's) would fail the whole read on one unreadable value."""
+    return sa.type_coerce(column, sa.types.NullType()) if dtype == TS else column
+
+
 def _as_utc(value: Any, zone: ZoneInfo) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, str):
-        value = datetime.fromisoformat(value)
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not a date-time: {value!r}") from None
     if not isinstance(value, datetime):
         raise ValueError(f"not a date-time: {value!r}")
     aware: datetime = value if value.tzinfo is not None else value.replace(tzinfo=zone)
-    return aware.astimezone(UTC)
+    try:
+        return aware.astimezone(UTC)
+    except OverflowError:  # a placeholder such as 0001-01-01 in a zone east of UTC
+        raise ValueError(f"not a date-time in range: {value!r}") from None
 
 
 @dlt.source(name="crm", max_table_nesting=0)
@@ -113,9 +127,12 @@ def crm_source(
 ) -> Iterator[DltResource]:
     """The CRM's contacts, lists, assignments, blocklist and address history, in canonical names.
 
-    Each run reads the tables whole and replaces the raw copies. Rows that cannot be read
-    (an unknown status value, a timestamp that is not one) go to `rejected_rows` with the
-    reason, and stay out of the other tables.
+    Each run reads the tables whole and replaces the raw copies; rows the CRM holds twice for
+    one key are all loaded (int_crm__memberships decides between assignment rows). What cannot
+    be read goes to `rejected_rows`, one row per field with the raw value and the reason: an
+    unreadable optional value (a timestamp that is not one) is loaded as NULL and the row kept,
+    so an opt-out on it still counts; a row without its key, with an unreadable key or with a
+    status word `crm.status_values` does not map stays out of the load.
     """
     zone = ZoneInfo(crm.timezone)
     statuses = crm.status_values
@@ -127,13 +144,15 @@ def crm_source(
             fields["crm_status_value"] = pa.string()
         schema = pa.schema(list(fields.items()))
         started_at = datetime.now(UTC)
-        rows_read = 0
+        rows_read = rows_rejected = values_rejected = 0
         rejected: list[dict[str, Any]] = []
         engine = sa.create_engine(url)
         try:
             table = _reflect(engine, entity, mapping)
             columns = [
-                table.c[column].label(field) for field, column in mapping.columns.items() if field in FIELDS[entity]
+                _raw_column(table.c[column], FIELDS[entity][field]).label(field)
+                for field, column in mapping.columns.items()
+                if field in FIELDS[entity]
             ]
             if entity == "contacts":
                 columns += [_mapped_column(table, m) for m in field_mappings]
@@ -151,20 +170,26 @@ def crm_source(
                     for row in chunk:
                         rows_read += 1
                         record = row._asdict()
-                        problem = _normalise(entity, record, statuses, zone)
-                        if problem is not None:
-                            field, reason = problem
-                            rejected.append(
-                                {
-                                    "entity": entity,
-                                    "row_key": "/".join(str(record.get(key)) for key in PRIMARY_KEYS[entity]),
-                                    "field": field,
-                                    "value": None if record.get(field) is None else str(record.get(field)),
-                                    "reason": reason,
-                                    "run_id": run_id,
-                                }
-                            )
+                        raw = dict(record)
+                        problems = _normalise(entity, record, statuses, zone)
+                        row_kept = not any(problem.rejects_row for problem in problems)
+                        row_key = "/".join(str(raw.get(key)) for key in PRIMARY_KEYS[entity])
+                        # one log row per field, so two bad values of one row never share a key
+                        rejected += [
+                            {
+                                "entity": entity,
+                                "row_key": row_key,
+                                "field": problem.field,
+                                "value": None if raw.get(problem.field) is None else str(raw.get(problem.field)),
+                                "reason": problem.describe(row_kept),
+                                "run_id": run_id,
+                            }
+                            for problem in problems
+                        ]
+                        if not row_kept:
+                            rows_rejected += 1
                             continue
+                        values_rejected += len(problems)
                         for field in fields:
                             data[field].append(record.get(field))
                         if entity == "contacts":
@@ -194,7 +219,8 @@ def crm_source(
             "started_at": started_at,
             "finished_at": datetime.now(UTC),
             "rows_read": rows_read,
-            "rows_rejected": len(rejected),
+            "rows_rejected": rows_rejected,
+            "values_rejected": values_rejected,
         }
         yield _log_row(pa.Table.from_pylist([record], schema=EXTRACTION_SCHEMA), "extractions", ("run_id", "entity"))
 
@@ -247,21 +273,50 @@ def _log_row(table: pa.Table, table_name: str, primary_key: tuple[str, ...]) -> 
     return dlt.mark.with_hints(table, hints, create_table_variant=True)
 
 
-def _normalise(entity: str, record: dict[str, Any], statuses: dict[str, str], zone: ZoneInfo) -> tuple[str, str] | None:
-    """Bring one row to canonical types in place; return (field, reason) if it can't be."""
+@dataclass(frozen=True)
+class Problem:
+    """A field of a CRM row that cannot be read as it is."""
+
+    field: str
+    reason: str
+    rejects_row: bool  # the row means nothing without this value; else it is loaded as NULL
+
+    def describe(self, row_kept: bool) -> str:
+        if self.rejects_row:
+            return self.reason
+        return f"{self.reason}; loaded as NULL, the row is kept" if row_kept else f"{self.reason}; the row is kept out"
+
+
+def _normalise(entity: str, record: dict[str, Any], statuses: dict[str, str], zone: ZoneInfo) -> list[Problem]:
+    """Bring one row to canonical types in place; return what could not be read.
+
+    An unreadable value is set to NULL. The row itself is rejected only when it cannot mean
+    anything without the value: a key that is missing or unreadable, or a status word with no
+    canonical status.
+    """
+    problems: list[Problem] = []
+    keys = PRIMARY_KEYS[entity]
     for field, value in list(record.items()):
         dtype = FIELDS[entity].get(field)
-        if dtype == TS:
+        if field in keys and value is None:
+            problems.append(Problem(field, f"the row has no {field}; it is kept out", rejects_row=True))
+        elif dtype == TS:
             try:
                 record[field] = _as_utc(value, zone)
             except ValueError as error:
-                return field, str(error)
+                record[field] = None
+                reason = (
+                    f"{error}; {field} is part of the row's key, the row is kept out" if field in keys else str(error)
+                )
+                problems.append(Problem(field, reason, rejects_row=field in keys))
         elif dtype is not None and value is not None and not isinstance(value, str):
             record[field] = str(value)
     if entity == "assignments":
         value = record.get("status")
         record["crm_status_value"] = value
         if value not in statuses:
-            return "status", f"crm.status_values has no entry for {value!r}; map it to a canonical status"
-        record["status"] = statuses[value]
-    return None
+            reason = f"crm.status_values has no entry for {value!r}; map it to a canonical status"
+            problems.append(Problem("status", reason, rejects_row=True))
+        else:
+            record["status"] = statuses[value]
+    return problems

@@ -68,10 +68,23 @@ class CrmAction:
     esp_values: Mapping[str, Any] = field(default_factory=dict)
     # update_crm_fields: the fields to take from the ESP
     field_updates: Mapping[str, Any] = field(default_factory=dict)
+    # a status the queue names instead of the ESP's (the CRM half of a person's unsubscribe),
+    # when it was decided, and the decision's note for the consent record
+    status: str | None = None
+    decided_at: datetime | None = None
+    note: str | None = None
 
     @property
     def target_status(self) -> str | None:
+        if self.status is not None:
+            return self.status
         return "bounced_hard" if self.action == "mark_bounced" else self.esp_status
+
+    @property
+    def status_time(self) -> datetime | None:
+        """When the written status began: the decision's time for a person's decision, else the
+        ESP's status time."""
+        return self.decided_at if self.status is not None else self.esp_status_changed_at
 
 
 class CrmWriter:
@@ -186,7 +199,12 @@ class CrmWriter:
         self._update_assignment(connection, action, self._status_values(action, target))
         if action.action == "mark_bounced":
             self._mark_address_bounced(connection, action)
-        self._consent_if_opt_in(connection, action)
+        if action.status is not None and action.crm_contact_id is not None:
+            # a person decided it: the consent record names them and keeps their note
+            kind = "decided_opt_in" if action.status == "subscribed" else "decided_opt_out"
+            self._insert_consent(connection, action, action.crm_contact_id, kind)
+        else:
+            self._consent_if_opt_in(connection, action)
         return None
 
     _mark_bounced = _set_status
@@ -224,14 +242,19 @@ class CrmWriter:
 
     def _contact_addresses(self) -> dict[str, str]:
         """Every CRM contact's address (trimmed, lower-case) → its id, read once per apply;
-        a lookup per new contact would scan the table each time."""
+        a lookup per new contact would scan the table each time. Several contacts with one
+        address: the lowest id, as the duplicate rule takes when names do not decide."""
         query = sa.select(self._col("contacts", "email"), self._col("contacts", "contact_id"))
+        addresses: dict[str, str] = {}
         with self.engine.connect() as connection:
-            return {
-                str(email).strip().lower(): str(contact_id)
-                for email, contact_id in connection.execute(query)
-                if email is not None
-            }
+            for email, contact_id in connection.execute(query):
+                if email is None:
+                    continue
+                address, contact = str(email).strip().lower(), str(contact_id)
+                known = addresses.get(address)
+                if known is None or (len(contact), contact) < (len(known), known):
+                    addresses[address] = contact
+        return addresses
 
     def _delete_assignment(self, connection: sa.Connection, action: CrmAction) -> str | None:
         current = self._current_assignment(connection, action)
@@ -361,7 +384,7 @@ class CrmWriter:
         return self.crm.status_value(action.target_status)
 
     def _status_values(self, action: CrmAction, target: str) -> dict[str, Any]:
-        changed_at = action.esp_status_changed_at or datetime.now(UTC)
+        changed_at = action.status_time or datetime.now(UTC)
         return {"status": target, "status_changed_at": self._local(changed_at), "status_set_by": action.set_by}
 
     def _update_assignment(self, connection: sa.Connection, action: CrmAction, values: Mapping[str, Any]) -> None:
@@ -399,7 +422,7 @@ class CrmWriter:
     def _insert_consent(self, connection: sa.Connection, action: CrmAction, contact_id: str, kind: str) -> None:
         if self.crm.consents is None:
             return
-        given_at = action.esp_status_changed_at or datetime.now(UTC)
+        given_at = action.status_time or datetime.now(UTC)
         row = {
             "contact_id": self._id_value("consents", contact_id),
             "list_id": action.crm_list_id,
@@ -407,6 +430,7 @@ class CrmWriter:
             "given_at": self._local(given_at),
             "kind": kind,
             "source": action.set_by,
+            "note": action.note,
         }
         connection.execute(self._table("consents").insert().values(self._mapped("consents", row)))
         self.statements += 1

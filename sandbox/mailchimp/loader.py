@@ -42,7 +42,8 @@ def load_into_state(scenario: Scenario, state: MailchimpState | None = None) -> 
             merge_fields=merge_fields,
             last_changed=row["last_changed"],
             timestamp_signup=row.get("timestamp_signup"),
-            timestamp_opt=row.get("timestamp_opt"),
+            # a scenario's subscriber without an opt-in time opted in when its status last changed
+            timestamp_opt=row.get("timestamp_opt") or (row["last_changed"] if row["status"] == "subscribed" else None),
             ip_opt=row.get("ip_opt") or "",
             unsubscribe_reason=row.get("unsubscribe_reason") or "",
         )

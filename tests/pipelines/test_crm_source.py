@@ -12,7 +12,7 @@ from mailbridge.config import ConfigError, MailbridgeConfig, load_config
 from pipelines.runner import extraction_named
 from sandbox.crm_db import write_crm
 from sandbox.generator import generate_scenario
-from tests.conftest import write_project_config
+from tests.conftest import scenario_named, write_project_config
 
 # the PostgreSQL and MariaDB tests share one database and its table names: one worker runs them all
 pytestmark = pytest.mark.xdist_group("crm_servers")
@@ -131,3 +131,187 @@ def test_mapped_custom_fields_arrive_as_json(tmp_path: Path, crm_url: str) -> No
         rows = dict(db.execute("select contact_id, custom_fields from raw_crm.contacts").fetchall())
     assert json.loads(rows["1"]) == {"customer_number": 1001, "vip": True}
     assert json.loads(rows["2"]) == {"customer_number": 1002, "vip": False}
+
+
+# ---------- CRM rows that hide an opt-out (SQLite: these are about the source's rules, not the dialects)
+
+
+def small_sqlite_crm(tmp_path: Path) -> tuple[MailbridgeConfig, str]:
+    """The small scenario's CRM in a SQLite file (contacts 1-4, assignments of 1, 2 and 4 to NL)."""
+    url = f"sqlite:///{tmp_path / 'crm.sqlite'}"
+    config = crm_config(tmp_path, url)
+    write_crm(scenario_named("small").tables, url, config.crm)
+    return config, url
+
+
+def crm_execute(url: str, *statements: str) -> None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+
+def drop_assignment_key(url: str) -> None:
+    """Rebuild the assignments table without its primary key, as many real CRMs have it."""
+    columns = "kontakt_id, verteiler_id, status, status_datum, status_gesetzt_von, aufgabe, zu_pruefen"
+    crm_execute(
+        url,
+        "alter table verteiler_zuordnungen rename to zuordnungen_alt",
+        "create table verteiler_zuordnungen (kontakt_id integer, verteiler_id varchar(64), status varchar(40), "
+        "status_datum datetime, status_gesetzt_von varchar(200), aufgabe varchar(40), zu_pruefen boolean)",
+        f"insert into verteiler_zuordnungen ({columns}) select {columns} from zuordnungen_alt",
+        "drop table zuordnungen_alt",
+    )
+
+
+def rejected_rows(db: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str, str | None, str]]:
+    return db.execute(
+        "select entity, row_key, field, value, reason from raw_crm.rejected_rows order by entity, row_key, field"
+    ).fetchall()
+
+
+def test_duplicate_assignment_rows_all_reach_the_raw_table(tmp_path: Path) -> None:
+    config, url = small_sqlite_crm(tmp_path)
+    drop_assignment_key(url)
+    crm_execute(
+        url,
+        "insert into verteiler_zuordnungen (kontakt_id, verteiler_id, status, status_datum, status_gesetzt_von) "
+        "values (1, 'NL', 'abgemeldet', '2025-03-01 10:00:00', 'telefon')",
+    )
+    with extract_crm(config) as db:
+        rows = db.execute(
+            "select status, crm_status_value, status_set_by from raw_crm.assignments "
+            "where contact_id = '1' and list_id = 'NL' order by status"
+        ).fetchall()
+        assert rejected_rows(db) == []
+    # the replace load keeps both rows: int_crm__memberships decides between them, and says so
+    assert rows == [("subscribed", "angemeldet", "web"), ("unsubscribed", "abgemeldet", "telefon")]
+
+
+def test_an_unreadable_contact_value_is_nulled_and_reported_not_the_contact(tmp_path: Path) -> None:
+    config, url = small_sqlite_crm(tmp_path)
+    crm_execute(
+        url,
+        "update kontakte set geaendert_am = 'garbage' where kontakt_id = 1",
+        "update kontakte set geaendert_am = 1700000000 where kontakt_id = 2",
+        "update kontakte set geaendert_am = '2025-04-01 08:30:00' where kontakt_id = 3",
+    )
+    with extract_crm(config) as db:
+        contacts = db.execute(
+            "select contact_id, email_key, last_name, modified_at from raw_crm.contacts order by contact_id"
+        ).fetchall()
+        rejected = rejected_rows(db)
+        counts = db.execute(
+            "select rows_read, rows_rejected, values_rejected from raw_crm.extractions where entity = 'contacts'"
+        ).fetchall()
+    assert [row[:3] for row in contacts] == [
+        ("1", "anna.schmidt@beispiel.de", "Schmidt"),
+        ("2", "bernd.meier@beispiel.de", "Meier"),
+        ("3", "carla.wolf@beispiel.de", "Wolf"),
+        ("4", "dieter@xn--mller-kva.de", "Müller"),
+    ]
+    assert [row[3] for row in contacts[:2]] == [None, None]
+    assert contacts[2][3] is not None and contacts[2][3].isoformat() == "2025-04-01T08:30:00+00:00"
+    assert rejected == [
+        ("contacts", "1", "modified_at", "garbage", "not a date-time: 'garbage'; loaded as NULL, the row is kept"),
+        ("contacts", "2", "modified_at", "1700000000", "not a date-time: 1700000000; loaded as NULL, the row is kept"),
+    ]
+    assert counts == [(4, 0, 2)]
+
+
+def test_an_unreadable_status_time_keeps_the_assignment_and_its_opt_out(tmp_path: Path) -> None:
+    config, url = small_sqlite_crm(tmp_path)
+    crm_execute(
+        url,
+        "update verteiler_zuordnungen set status = 'abgemeldet', status_datum = 'gestern' where kontakt_id = 2",
+    )
+    with extract_crm(config) as db:
+        assignment = db.execute(
+            "select status, crm_status_value, status_changed_at, status_set_by from raw_crm.assignments "
+            "where contact_id = '2' and list_id = 'NL'"
+        ).fetchall()
+        rejected = rejected_rows(db)
+    assert assignment == [("unsubscribed", "abgemeldet", None, "web")]
+    assert rejected == [
+        (
+            "assignments",
+            "2/NL",
+            "status_changed_at",
+            "gestern",
+            "not a date-time: 'gestern'; loaded as NULL, the row is kept",
+        )
+    ]
+
+
+def test_every_unreadable_value_of_a_row_is_its_own_rejected_row(tmp_path: Path) -> None:
+    config, url = small_sqlite_crm(tmp_path)
+    crm_execute(
+        url,
+        # kept, its valid_from NULL
+        "insert into email_historie (kontakt_id, email_adresse, gueltig_ab, gueltig_bis) "
+        "values (3, 'carla.alt@beispiel.de', 'bald', '2025-02-01 00:00:00')",
+        # kept out: valid_to is part of the key; both bad values are logged
+        "insert into email_historie (kontakt_id, email_adresse, gueltig_ab, gueltig_bis) "
+        "values (3, 'carla.aelter@beispiel.de', 'bald', 'nie')",
+        # kept out for its status word; its unreadable time is logged too
+        "update verteiler_zuordnungen set status = 'vielleicht', status_datum = 'gestern' where kontakt_id = 4",
+    )
+    with extract_crm(config) as db:
+        history = db.execute("select contact_id, email_key, valid_from from raw_crm.email_history").fetchall()
+        assignments = db.execute("select contact_id from raw_crm.assignments order by contact_id").fetchall()
+        rejected = rejected_rows(db)
+        counts = dict(
+            db.execute(
+                "select entity, (rows_rejected, values_rejected) from raw_crm.extractions "
+                "where entity in ('assignments', 'email_history')"
+            ).fetchall()
+        )
+    assert history == [("3", "carla.alt@beispiel.de", None)]
+    assert assignments == [("1",), ("2",)]
+    kept = "loaded as NULL, the row is kept"
+    assert rejected == [
+        (
+            "assignments",
+            "4/NL",
+            "status",
+            "vielleicht",
+            "crm.status_values has no entry for 'vielleicht'; map it to a canonical status",
+        ),
+        ("assignments", "4/NL", "status_changed_at", "gestern", "not a date-time: 'gestern'; the row is kept out"),
+        (
+            "email_history",
+            "3/carla.aelter@beispiel.de/nie",
+            "valid_from",
+            "bald",
+            "not a date-time: 'bald'; the row is kept out",
+        ),
+        (
+            "email_history",
+            "3/carla.aelter@beispiel.de/nie",
+            "valid_to",
+            "nie",
+            "not a date-time: 'nie'; valid_to is part of the row's key, the row is kept out",
+        ),
+        (
+            "email_history",
+            "3/carla.alt@beispiel.de/2025-02-01 00:00:00",
+            "valid_from",
+            "bald",
+            f"not a date-time: 'bald'; {kept}",
+        ),
+    ]
+    assert counts == {"assignments": (1, 0), "email_history": (1, 1)}
+
+
+def test_a_row_without_its_key_is_kept_out_and_reported(tmp_path: Path) -> None:
+    config, url = small_sqlite_crm(tmp_path)
+    drop_assignment_key(url)
+    crm_execute(url, "insert into verteiler_zuordnungen (kontakt_id, status) values (3, 'angemeldet')")
+    with extract_crm(config) as db:
+        loaded = db.execute("select contact_id, list_id from raw_crm.assignments order by contact_id").fetchall()
+        rejected = rejected_rows(db)
+    assert loaded == [("1", "NL"), ("2", "NL"), ("4", "NL")]
+    assert rejected == [("assignments", "3/None", "list_id", None, "the row has no list_id; it is kept out")]

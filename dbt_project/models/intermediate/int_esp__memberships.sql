@@ -6,7 +6,8 @@ unioned as (
 
     {{ union_models('esp_membership_models', [
         'esp_type', 'esp_account', 'esp_list_id', 'esp_member_id', 'esp_contact_id', 'email_address',
-        'email_key', 'email_error', 'status', 'esp_status', 'status_changed_at', 'first_name', 'last_name',
+        'email_key', 'email_error', 'status', 'esp_status', 'status_changed_at', 'status_time_precision',
+        'record_changed_at', 'first_name', 'last_name',
         'salutation', 'custom_fields', 'signed_up_at', 'opted_in_at', 'opt_in_ip', 'unsubscribe_reason',
     ]) }}
 
@@ -20,7 +21,7 @@ current_records as (
         -- record stays behind under the same contact: the newest record of a contact is the one
         row_number() over (
             partition by esp_account, esp_list_id, coalesce(esp_contact_id, esp_member_id)
-            order by status_changed_at desc, esp_member_id
+            order by record_changed_at desc, esp_member_id
         ) as contact_rank
 
     from unioned
@@ -34,7 +35,7 @@ ranked as (
         -- two ESP records can share a key (e.g. an IDN domain spelt both ways): newest wins
         row_number() over (
             partition by esp_account, esp_list_id, coalesce(email_key, esp_member_id)
-            order by status_changed_at desc, esp_member_id
+            order by record_changed_at desc, esp_member_id
         ) as key_rank,
         count(*) over (
             partition by esp_account, esp_list_id, coalesce(email_key, esp_member_id)
@@ -59,6 +60,8 @@ final as (
         status,
         esp_status,
         status_changed_at,
+        status_time_precision,
+        record_changed_at,
         first_name,
         last_name,
         salutation,

@@ -1,6 +1,5 @@
 -- The CRM side of every list link: one row per link and valid email key. When several CRM
--- contacts share a key, first and last name (against the ESP's) pick one; otherwise the
--- lowest contact id is taken and a warning says so.
+-- contacts share a key, the duplicate rule picks one (macro pick_duplicate_contact).
 with
 
 links as (
@@ -51,71 +50,33 @@ candidates as (
 
 ),
 
-ranked as (
+picked as (
 
-    select
-        *,
-        count(*) over (partition by list_link_id, email_key) as contacts_with_key,
-        sum(case when matches_esp_name then 1 else 0 end) over (partition by list_link_id, email_key)
-            as contacts_matching_name,
-        row_number() over (
-            partition by list_link_id, email_key
-            order by case when matches_esp_name then 0 else 1 end, length(crm_contact_id), crm_contact_id
-        ) as key_rank
-
-    from candidates
-
-),
-
-duplicate_ids as (
-
-    select
-        list_link_id,
-        email_key,
-        {{ dbt.listagg('crm_contact_id', "', '", "order by length(crm_contact_id), crm_contact_id") }} as contact_ids
-
-    from ranked
-    where contacts_with_key > 1
-    group by list_link_id, email_key
+    {{ pick_duplicate_contact('candidates', ['list_link_id', 'email_key']) }}
 
 ),
 
 final as (
 
     select
-        ranked.list_link_id,
-        ranked.crm_list_id,
-        ranked.crm_contact_id,
-        ranked.email_address,
-        ranked.email_key,
-        ranked.status,
-        ranked.crm_status_value,
-        ranked.status_changed_at,
-        ranked.status_set_by,
-        ranked.crm_task,
-        ranked.first_name,
-        ranked.last_name,
-        ranked.salutation,
-        ranked.custom_fields,
-        ranked.contacts_with_key,
-        case
-            when ranked.contacts_with_key = 1 then null
-            when ranked.contacts_matching_name = 1 then concat(
-                'duplicate_contacts_by_name: contacts ', duplicate_ids.contact_ids,
-                ' share this address; the name matches contact ', ranked.crm_contact_id
-            )
-            else concat(
-                'duplicate_contacts_undecided: contacts ', duplicate_ids.contact_ids,
-                ' share this address and the names do not pick one; the lowest id, ',
-                ranked.crm_contact_id, ', is taken'
-            )
-        end as duplicate_note
+        list_link_id,
+        crm_list_id,
+        crm_contact_id,
+        email_address,
+        email_key,
+        status,
+        crm_status_value,
+        status_changed_at,
+        status_set_by,
+        crm_task,
+        first_name,
+        last_name,
+        salutation,
+        custom_fields,
+        contacts_with_key,
+        duplicate_note
 
-    from ranked
-    left join duplicate_ids
-        on ranked.list_link_id = duplicate_ids.list_link_id
-        and ranked.email_key = duplicate_ids.email_key
-    where ranked.key_rank = 1
+    from picked
 
 )
 

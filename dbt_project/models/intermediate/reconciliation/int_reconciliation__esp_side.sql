@@ -21,6 +21,7 @@ final as (
         esp.status,
         esp.esp_status,
         esp.status_changed_at,
+        esp.status_time_precision,
         esp.first_name,
         esp.last_name,
         esp.salutation,

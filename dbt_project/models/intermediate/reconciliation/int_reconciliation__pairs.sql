@@ -31,7 +31,8 @@ changes as (
 {%- set esp_columns = [
     ('esp_member_id', 'esp_member_id'), ('esp_contact_id', 'esp_contact_id'),
     ('email_address', 'esp_email_address'), ('status', 'esp_status'), ('esp_status', 'esp_native_status'),
-    ('status_changed_at', 'esp_status_changed_at'), ('first_name', 'esp_first_name'),
+    ('status_changed_at', 'esp_status_changed_at'), ('status_time_precision', 'esp_status_time_precision'),
+    ('first_name', 'esp_first_name'),
     ('last_name', 'esp_last_name'), ('salutation', 'esp_salutation'), ('custom_fields', 'esp_custom_fields'),
     ('records_with_key', 'esp_records_with_key'),
 ] %}

@@ -7,8 +7,9 @@
     )
 }}
 -- What happened to each address, run after run: one row per reconciliation result that is not
--- in_sync, per warning or note, per CRM row kept out of the load, per list whose extraction
--- broke off, per queued action refused or stale, per push attempt and per campaign send.
+-- in_sync, per warning or note, per CRM row kept out of the load, per contact and list whose
+-- CRM assignment rows disagree, per list whose extraction broke off, per queued action
+-- refused or stale, per push attempt and per campaign send.
 -- Appended every run; a rerun of one run id replaces that run's rows.
 with
 
@@ -97,14 +98,45 @@ rejected_events as (
         run.reconciled_at as logged_at,
         'error' as severity,
         'crm_row_rejected' as code,
-        concat('CRM ', rejected.entity, ' row ', rejected.row_key, ' kept out: ', rejected.reason) as message,
+        concat('CRM ', rejected.entity, ' row ', rejected.row_key, ', field ', rejected.field, ': ', rejected.reason)
+            as message,
         cast(null as {{ dbt.type_string() }}) as list_link_id,
         cast(null as {{ dbt.type_string() }}) as email_key,
         cast(null as {{ dbt.type_string() }}) as crm_contact_id,
-        concat(rejected.field, '=', coalesce(rejected.value, '-')) as detail
+        -- the row key keeps two rows with the same bad value apart (event_id hashes the detail)
+        concat_ws('; ',
+            concat('row_key=', rejected.row_key),
+            concat(rejected.field, '=', coalesce(rejected.value, '-'))
+        ) as detail
 
     from {{ ref('stg_crm__rejected_rows') }} as rejected
     cross join run
+
+),
+
+assignment_events as (
+
+    select
+        run.run_id,
+        run.reconciled_at as logged_at,
+        'warning' as severity,
+        'conflicting_assignments' as code,
+        concat(
+            'CRM contact ', memberships.crm_contact_id, ' has ',
+            cast(memberships.assignment_rows as {{ dbt.type_string() }}),
+            ' differing assignment rows for list ', memberships.crm_list_id, '; ',
+            case when memberships.status = 'subscribed' then 'the newest subscribe ' else 'the opt-out ' end,
+            coalesce(memberships.crm_status_value, '-'), ' (', memberships.status, ') is taken'
+        ) as message,
+        links.list_link_id,
+        memberships.email_key,
+        memberships.crm_contact_id,
+        memberships.conflicting_assignments as detail
+
+    from {{ ref('int_crm__memberships') }} as memberships
+    left join {{ ref('stg_mailbridge__list_links') }} as links on memberships.crm_list_id = links.crm_list_id
+    cross join run
+    where memberships.conflicting_assignments is not null
 
 ),
 
@@ -210,6 +242,8 @@ unioned as (
     select * from rejected_events
     union all
     select * from aborted_events
+    union all
+    select * from assignment_events
 
 ),
 

@@ -1,7 +1,8 @@
--- The push-back queue: one row per list link and email key that has an action, with where
--- the action comes from (a manual decision, the CRM's task column, or the policy) and
--- whether it may run. A manual decision made on another state than today's is stale: it
--- stays in the queue, reported, and is not executed.
+-- The push-back queue: one row per list link, email key and action, with where the action
+-- comes from (a manual decision, the CRM's task column, or the policy) and whether it may
+-- run. A decision or task word replaces the policy's action, except a compliance action,
+-- which it can only join. A manual decision made on another state than today's is stale:
+-- it stays in the queue, reported, and is not executed.
 with
 
 reconciliation as (
@@ -50,6 +51,7 @@ candidates as (
         decisions.action as decided_action,
         decisions.decided_by,
         decisions.decided_at,
+        decisions.note as decision_note,
         decisions.state_fingerprint as decided_on_fingerprint,
         task_values.action as task_action
 
@@ -62,6 +64,7 @@ candidates as (
 
 ),
 
+-- the action asked for: a manual decision, else the CRM's task word, else the policy
 chosen as (
 
     select
@@ -81,20 +84,83 @@ chosen as (
 
 ),
 
--- the compliance rules: the first refusal that applies to the action in this state
+-- compliance actions: an opt-out or blocklist unsubscribe at the ESP, and the CRM taking an
+-- ESP opt-out or hard bounce. A decision or a task word can join them, never replace them.
+compliance as (
+
+    select
+        *,
+        recommended_action = 'unsubscribe'
+            or (
+                recommended_action in ('set_status', 'mark_bounced')
+                and resolved_status in ('unsubscribed', 'bounced_hard', 'bounced')
+            ) as is_compliance
+
+    from candidates
+
+),
+
+requested as (
+
+    -- what was asked for
+    select
+        reconciliation_id, action, action_source, decision_id, decided_by, decided_at, decision_note,
+        decided_on_fingerprint, cast(null as {{ dbt.type_string() }}) as crm_target_status,
+        case action_source when 'manual' then 1 when 'crm_task' then 2 else 3 end as precedence
+    from chosen
+    where action is not null
+
+    union all
+
+    -- the policy's compliance action, whatever else was asked for
+    select
+        reconciliation_id, recommended_action as action, 'policy' as action_source,
+        cast(null as {{ dbt.type_string() }}) as decision_id, cast(null as {{ dbt.type_string() }}) as decided_by,
+        cast(null as {{ dbt.type_timestamp() }}) as decided_at, cast(null as {{ dbt.type_string() }}) as decision_note,
+        cast(null as {{ dbt.type_string() }}) as decided_on_fingerprint,
+        cast(null as {{ dbt.type_string() }}) as crm_target_status,
+        4 as precedence
+    from compliance
+    where is_compliance
+
+    union all
+
+    -- a person's unsubscribe brings both sides to it in one push: the CRM assignment too
+    select
+        reconciliation_id, 'set_status' as action, action_source, decision_id, decided_by, decided_at,
+        decision_note, decided_on_fingerprint, 'unsubscribed' as crm_target_status,
+        case action_source when 'manual' then 1 else 2 end as precedence
+    from chosen
+    where action = 'unsubscribe'
+        and action_source in ('manual', 'crm_task')
+        and crm_status in ('subscribed', 'bounced_soft', 'pending')
+        and crm_contact_id is not null
+
+),
+
+-- the compliance rules: the first refusal that applies to the action in this state; an
+-- opt-out written to the CRM is never refused
 refused as (
 
     select
-        chosen.reconciliation_id,
+        requested.reconciliation_id,
+        requested.action,
         refusals.reason as refusal_reason,
-        row_number() over (partition by chosen.reconciliation_id order by refusals.priority) as refusal_rank
+        row_number() over (
+            partition by requested.reconciliation_id, requested.action, requested.precedence
+            order by refusals.priority
+        ) as refusal_rank
 
-    from chosen
+    from requested
+    inner join reconciliation on requested.reconciliation_id = reconciliation.reconciliation_id
     inner join refusals
-        on chosen.action = refusals.action
+        on requested.action = refusals.action
+        and requested.crm_target_status is null
         and (
-            (refusals.refused_field = 'result' and chosen.result = refusals.refused_value)
-            or (refusals.refused_field = 'esp_status' and chosen.esp_status = refusals.refused_value)
+            (refusals.refused_field = 'result' and reconciliation.result = refusals.refused_value)
+            or (refusals.refused_field = 'rule' and reconciliation.rule = refusals.refused_value)
+            or (refusals.refused_field = 'esp_status' and reconciliation.esp_status = refusals.refused_value)
+            or (refusals.refused_field = 'crm_status' and reconciliation.crm_status = refusals.refused_value)
         )
 
 ),
@@ -102,21 +168,45 @@ refused as (
 checked as (
 
     select
-        chosen.*,
+        reconciliation.*,
+        requested.action,
+        requested.action_source,
+        requested.decision_id,
+        requested.decided_by,
+        requested.decided_at,
+        requested.decision_note,
+        requested.crm_target_status,
+        requested.precedence,
         refused.refusal_reason,
         case
-            when chosen.action_source = 'manual' and chosen.decided_on_fingerprint <> chosen.state_fingerprint
+            when requested.action_source = 'manual' and requested.decided_on_fingerprint <> reconciliation.state_fingerprint
                 then 'stale'
-            when chosen.result = 'aborted' then 'held'
+            when reconciliation.result = 'aborted' then 'held'
             when refused.refusal_reason is not null then 'refused'
             else 'ready'
         end as queue_status
 
-    from chosen
+    from requested
+    inner join reconciliation on requested.reconciliation_id = reconciliation.reconciliation_id
     left join refused
-        on chosen.reconciliation_id = refused.reconciliation_id
+        on requested.reconciliation_id = refused.reconciliation_id
+        and requested.action = refused.action
         and refused.refusal_rank = 1
-    where chosen.action is not null
+
+),
+
+-- one row per address and action: what may run wins over what may not (a stale decision
+-- does not hold back the compliance action it asked for too), then a person's request
+deduplicated as (
+
+    select
+        *,
+        row_number() over (
+            partition by reconciliation_id, action
+            order by case queue_status when 'ready' then 0 else 1 end, precedence
+        ) as action_rank
+
+    from checked
 
 ),
 
@@ -143,6 +233,9 @@ final as (
         action_source,
         decision_id,
         decided_by,
+        decided_at,
+        decision_note,
+        crm_target_status,
         queue_status,
         case queue_status
             when 'stale' then 'the decision was made on another state: decide again'
@@ -155,9 +248,11 @@ final as (
         esp_status,
         resolved_status,
         state_fingerprint,
-        run_id
+        run_id,
+        {{ dbt.current_timestamp() }} as queued_at
 
-    from checked
+    from deduplicated
+    where action_rank = 1
 
 )
 

@@ -42,24 +42,26 @@ blocked_domains as (
 
 ),
 
--- the CRM contact behind each address (the lowest id when several share it): a member the
--- CRM knows as a contact but not on this list gets its assignment there
-crm_keys as (
+-- the CRM contact behind an ESP member that is not on the CRM list: the member gets its
+-- assignment there (the duplicate rule picks one when several contacts share the address)
+known_contacts as (
+
+    select * from {{ ref('int_reconciliation__known_contacts') }}
+
+),
+
+-- when mailbridge last started a DOI for the address: the grace period counts from then
+doi_started as (
 
     select
+        list_link_id,
         email_key,
-        min(crm_contact_id) as crm_contact_id
+        max(attempted_at) as doi_sent_at
 
-    from (
-        select
-            email_key,
-            crm_contact_id,
-            row_number() over (partition by email_key order by length(crm_contact_id), crm_contact_id) as id_rank
-        from {{ ref('stg_crm__contacts') }}
-        where email_key is not null
-    ) as contacts
-    where id_rank = 1
-    group by email_key
+    from {{ source('ops', 'pushback_outbox') }}
+    where action in ('start_doi', 'change_address_doi')
+        and status in ('sent', 'confirmed')
+    group by list_link_id, email_key
 
 ),
 
@@ -91,8 +93,9 @@ compared as (
         links.esp_list_id,
         coalesce(extractions.is_completed, false) as is_extraction_complete,
         blocked_keys.email_key is not null or blocked_domains.blocked_domain is not null as is_blocked,
-        crm_keys.email_key is not null as is_known_contact,
-        crm_keys.crm_contact_id as known_contact_id,
+        known_contacts.email_key is not null as is_known_contact,
+        known_contacts.crm_contact_id as known_contact_id,
+        coalesce(pairs.duplicate_note, known_contacts.duplicate_note) as contact_note,
         field_differences.differing_fields,
         coalesce(field_differences.differences, 0) as field_difference_count,
         coalesce(field_differences.crm_wins, 0) as crm_wins,
@@ -103,9 +106,15 @@ compared as (
         coalesce(pairs.esp_status_changed_at >= pairs.crm_status_changed_at, true) as esp_not_older,
         coalesce(pairs.crm_status_changed_at >= pairs.esp_status_changed_at, true) as crm_not_older,
         coalesce(pairs.esp_status_changed_at > pairs.crm_status_changed_at, false) as esp_newer_strictly,
+        -- the DOI started when mailbridge sent it or when the ESP says the member became
+        -- pending, the later of the two known; a CRM status date says nothing about it
         coalesce(
-            {{ reconcile_as_of() }} <= pairs.crm_status_changed_at
-                + cast(policy.doi_grace_period_days as integer) * interval '1 day',
+            {{ reconcile_as_of() }} <= case
+                when doi_started.doi_sent_at is null then coalesce(pairs.esp_status_changed_at, pairs.crm_status_changed_at)
+                when pairs.esp_status_changed_at is null or doi_started.doi_sent_at > pairs.esp_status_changed_at
+                    then doi_started.doi_sent_at
+                else pairs.esp_status_changed_at
+            end + cast(policy.doi_grace_period_days as integer) * interval '1 day',
             false
         ) as within_doi_grace,
         policy.transmit_new_members,
@@ -120,7 +129,12 @@ compared as (
     left join blocked_keys on pairs.email_key = blocked_keys.email_key
     left join blocked_domains
         on {{ dbt.split_part('pairs.email_key', "'@'", 2) }} = blocked_domains.blocked_domain
-    left join crm_keys on pairs.email_key = crm_keys.email_key
+    left join known_contacts
+        on pairs.list_link_id = known_contacts.list_link_id
+        and pairs.email_key = known_contacts.email_key
+    left join doi_started
+        on pairs.list_link_id = doi_started.list_link_id
+        and pairs.email_key = doi_started.email_key
     left join field_differences
         on pairs.list_link_id = field_differences.list_link_id
         and pairs.email_key = field_differences.email_key
@@ -226,9 +240,12 @@ final as (
         crm_status_set_by,
         esp_status,
         esp_status_changed_at,
+        esp_status_time_precision,
         case
             when rule in ('extraction_incomplete', 'invalid_address') then null
             when rule = 'blocklisted' then 'unsubscribed'
+            -- a contact who opted out keeps the opt-out at the new address too
+            when rule = 'email_changed_in_crm' and not (crm_subscribed or crm_status = 'pending') then crm_status
             when rule = 'email_changed_in_crm' then
                 case when email_change_is_consent then 'subscribed' else 'pending' end
             when rule = 'email_changed_at_esp' then esp_status
@@ -249,8 +266,12 @@ final as (
             when rule in ('extraction_incomplete', 'invalid_address') then 'none'
             when rule = 'blocklisted' then
                 case when esp_status in ('subscribed', 'pending', 'bounced_soft') then 'unsubscribe' else 'none' end
+            -- the former address is unsubscribed; the new one is not subscribed for an opted-out contact
+            when rule = 'email_changed_in_crm' and not (crm_subscribed or crm_status = 'pending') then
+                case when esp_status in ('subscribed', 'pending', 'bounced_soft') then 'unsubscribe' else 'none' end
             when rule = 'email_changed_in_crm' then
-                case when email_change_is_consent then 'change_address_transmit' else 'change_address_doi' end
+                case when email_change_is_consent and crm_subscribed then 'change_address_transmit'
+                    else 'change_address_doi' end
             when rule = 'email_changed_at_esp' then 'update_crm_email'
             when rule in ('esp_optout_newer', 'esp_subscribe_newer', 'esp_confirmed_crm_pending', 'esp_status_newer')
                 then case when esp_status = 'bounced_hard' then 'mark_bounced' else 'set_status' end
@@ -267,13 +288,13 @@ final as (
             else 'none'
         end as recommended_action,
         nullif(concat_ws('; ',
-            case when duplicate_note like 'duplicate_contacts_undecided%' then duplicate_note end,
+            case when contact_note like 'duplicate_contacts_undecided%' then contact_note end,
             case when esp_records_with_key > 1 then concat(
                 'esp_duplicate_records: ', cast(esp_records_with_key as {{ dbt.type_string() }}),
                 ' ESP records share this key; the newest is compared'
             ) end
         ), '') as warnings,
-        duplicate_note,
+        contact_note as duplicate_note,
         -- what a decision was made on: when it changes, the decision is stale
         {{ dbt.hash("concat_ws('|', list_link_id, coalesce(email_key, ''), rule, coalesce(crm_status, ''), coalesce(cast(crm_status_changed_at as " ~ dbt.type_string() ~ "), ''), coalesce(esp_status, ''), coalesce(cast(esp_status_changed_at as " ~ dbt.type_string() ~ "), ''), coalesce(differing_fields, ''))") }}
             as state_fingerprint,

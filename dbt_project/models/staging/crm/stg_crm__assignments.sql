@@ -1,5 +1,7 @@
 -- CRM list assignments; statuses were mapped to the canonical vocabulary at extraction
--- (crm.status_values in mailbridge.yaml), the CRM's own word is kept beside them.
+-- (crm.status_values in mailbridge.yaml), the CRM's own word is kept beside them. One row per
+-- CRM row: a CRM table without a unique key can hold a contact and list twice, and
+-- int_crm__memberships decides between them (the opt-out wins) and reports it.
 with
 
 source as (

@@ -51,9 +51,17 @@ renamed as (
         ---------- timestamps
         timestamp_signup as signed_up_at,
         timestamp_opt as opted_in_at,
-        -- Mailchimp has no separate status time: last_changed also moves on field edits
-        last_changed as status_changed_at,
-        last_changed
+        -- Mailchimp keeps no status time. A subscribe is dated by its opt-in; any other
+        -- status only by last_changed, which also moves on field and tag edits: an upper bound
+        case
+            when status = 'subscribed' then coalesce(timestamp_opt, timestamp_signup)
+            else last_changed
+        end as status_changed_at,
+        case
+            when status = 'subscribed' and coalesce(timestamp_opt, timestamp_signup) is not null then 'opt_in'
+            else 'upper_bound'
+        end as status_time_precision,
+        last_changed as record_changed_at
 
     from source
 

@@ -1,0 +1,217 @@
+"""Ways an opt-out was lost in the push-back loop, each kept fixed by a test on one small world
+(tests/fixtures/scenarios/compliance.yaml): extract → dbt build → decide → push → extract again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from mailbridge.config import MailbridgeConfig, load_config
+from mailbridge.decisions import record_decision
+from pipelines.mailchimp.helpers import subscriber_hash
+from pipelines.pushback import PushAccountFailed, push
+from pipelines.runner import run_extractions
+from sandbox.crm_db import write_crm
+from sandbox.faults import FaultSettings
+from sandbox.mailchimp.app import MailchimpEmulator
+from sandbox.scenario import Scenario
+from sandbox.server import BackgroundServer
+from tests.conftest import RunningEmulator, crm_query, scenario_named, write_project_config
+from tests.dbt.test_dbt_build import dbt_build
+
+LINK = "newsletter_main"
+KEY_VARIABLE = "MAILBRIDGE_MAILCHIMP_MAIN_KEY"
+
+
+class World:
+    """The compliance scenario in an emulator, a SQLite CRM and a warehouse, synced once."""
+
+    def __init__(self, folder: Path, emulator: RunningEmulator, scenario: Scenario) -> None:
+        self.folder = folder
+        self.emulator = emulator
+        self.scenario = scenario
+        config_file = write_project_config(
+            folder, base_url=emulator.base_url, crm_url=f"sqlite:///{folder / 'crm.sqlite'}", accounts=["brand_main"]
+        )
+        self.config: MailbridgeConfig = load_config(config_file)
+        write_crm(scenario.tables, self.crm_url, self.config.crm)
+        self.syncs = 0
+
+    @property
+    def crm_url(self) -> str:
+        return self.config.crm.connection_url(self.config.base_dir)
+
+    @property
+    def warehouse(self) -> Path:
+        return self.config.warehouse_path()
+
+    def sync(self) -> None:
+        self.syncs += 1
+        run_extractions(self.config, full_refresh=self.syncs == 1, run_id=f"sync-{self.syncs}")
+        dbt_build(self.folder, self.warehouse, f"sync-{self.syncs}")
+
+    def rows(self, query: str, *params: Any) -> list[dict[str, Any]]:
+        with duckdb.connect(str(self.warehouse), read_only=True) as db:
+            cursor = db.execute(query, list(params))
+            columns = [c[0] for c in cursor.description]
+            return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+    def reconciliation(self, address: str) -> dict[str, Any]:
+        (row,) = self.rows("select * from marts.fct_list_reconciliation where email_key = ?", address)
+        return row
+
+    def queue(self, address: str) -> dict[str, tuple[str, str]]:
+        rows = self.rows("select * from marts.fct_pushback_queue where email_key = ?", address)
+        return {row["action"]: (row["action_source"], row["queue_status"]) for row in rows}
+
+    def member(self, address: str) -> Any:
+        return self.emulator.state.account_named("brand_main").get_list("nl0001").members.get(subscriber_hash(address))
+
+    def assignment(self, contact_id: int) -> dict[str, Any]:
+        (row,) = crm_query(
+            self.crm_url, f"select * from verteiler_zuordnungen where kontakt_id = {contact_id} and verteiler_id = 'NL'"
+        )
+        return row
+
+
+def _world(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    scenario = scenario_named("compliance")
+    emulator = MailchimpEmulator.from_scenario(scenario, FaultSettings())
+    server = BackgroundServer(emulator.app).start()
+    monkeypatch.setenv(KEY_VARIABLE, scenario.account("brand_main").api_key)
+    monkeypatch.setenv("MAILBRIDGE_WAREHOUSE", str(folder / "warehouse.duckdb"))
+    try:
+        world = World(folder, RunningEmulator(emulator, server), scenario)
+        world.sync()
+        yield world
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """A fresh world of its own, for a test that pushes."""
+    yield from _world(tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def decided_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One world for the tests that only read: synced, two refused decisions, rebuilt."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for world in _world(tmp_path_factory.mktemp("decided"), monkeypatch):
+            for address in ("gesperrt@beispiel.de", "crmabmeldung@beispiel.de"):
+                record_decision(world.warehouse, address, LINK, "transmit", "lena")
+            dbt_build(world.folder, world.warehouse, "decided")
+            yield world
+
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("compliance_regressions")]
+
+
+def test_a_profile_edit_at_the_esp_does_not_revive_a_crm_opt_out(decided_world: World) -> None:
+    """Opted in at the ESP in January, out by phone in the CRM in June, a profile edit at the
+    ESP in September: last_changed is no subscribe time, the CRM opt-out is the newer status."""
+    row = decided_world.reconciliation("profil@beispiel.de")
+    assert (row["rule"], row["recommended_action"], row["resolved_status"]) == (
+        "crm_optout_newer",
+        "unsubscribe",
+        "unsubscribed",
+    )
+    assert row["esp_status_changed_at"].isoformat().startswith("2025-01-01")
+    assert row["esp_status_time_precision"] == "opt_in"
+
+
+def test_a_refused_decision_does_not_shadow_the_compliance_action(decided_world: World) -> None:
+    # a blocklisted address still subscribed at the ESP: a transmit is refused, the unsubscribe runs
+    assert decided_world.queue("gesperrt@beispiel.de") == {
+        "transmit": ("manual", "refused"),
+        "unsubscribe": ("policy", "ready"),
+    }
+    # an ESP opt-out newer than the CRM subscribe: the CRM task's transmit is refused, the CRM takes the opt-out
+    assert decided_world.queue("espabmeldung@beispiel.de") == {
+        "transmit": ("crm_task", "refused"),
+        "set_status": ("policy", "ready"),
+    }
+
+
+def test_duplicate_contacts_outside_the_list_follow_the_duplicate_rule(decided_world: World) -> None:
+    undecided = decided_world.reconciliation("doppelt@beispiel.de")
+    assert (undecided["result"], undecided["crm_contact_id"]) == ("new_in_list", "4")
+    assert "duplicate_contacts_undecided" in (undecided["warnings"] or "")
+    by_name = decided_world.reconciliation("namensgleich@beispiel.de")
+    assert (by_name["result"], by_name["crm_contact_id"]) == ("new_in_list", "7")
+    assert not by_name["warnings"]
+    events = decided_world.rows(
+        "select code from marts.fct_sync_event_log where email_key = 'doppelt@beispiel.de' and severity = 'warning'"
+    )
+    assert {"code": "duplicate_contacts_undecided"} in events
+
+
+def test_a_transmit_of_an_address_the_crm_opted_out_is_refused(decided_world: World) -> None:
+    assert decided_world.queue("crmabmeldung@beispiel.de") == {"transmit": ("manual", "refused")}
+    (row,) = decided_world.rows(
+        "select queue_reason from marts.fct_pushback_queue where email_key = 'crmabmeldung@beispiel.de'"
+    )
+    assert "opted out in the CRM" in row["queue_reason"]
+
+
+def test_the_doi_grace_period_counts_from_when_the_doi_started(world: World) -> None:
+    """The CRM subscribed in August against an older ESP opt-out: the push starts a DOI; the
+    next sync finds it pending within the grace period, not past it (the CRM date is old)."""
+    assert world.queue("doi@beispiel.de") == {"start_doi": ("policy", "ready")}
+    push(world.config, run_id="push-doi")
+    assert world.member("doi@beispiel.de").status == "pending"
+    world.sync()
+    row = world.reconciliation("doi@beispiel.de")
+    assert (row["result"], row["rule"]) == ("in_sync", "doi_pending_within_grace")
+
+
+def test_a_manual_unsubscribe_reaches_both_sides_in_one_push(world: World) -> None:
+    record_decision(world.warehouse, "beide@beispiel.de", LINK, "unsubscribe", "lena", note="asked by phone")
+    dbt_build(world.folder, world.warehouse, "decided")
+    assert world.queue("beide@beispiel.de") == {
+        "unsubscribe": ("manual", "ready"),
+        "set_status": ("manual", "ready"),
+    }
+    push(world.config, run_id="push-unsubscribe")
+    assert world.member("beide@beispiel.de").status == "unsubscribed"
+    assignment = world.assignment(10)
+    assert (assignment["status"], assignment["status_gesetzt_von"]) == ("abgemeldet", "lena")
+    (consent,) = crm_query(world.crm_url, "select * from einwilligungen where kontakt_id = 10")
+    assert (consent["art"], consent["quelle"], consent["notiz"]) == ("decided_opt_out", "lena", "asked by phone")
+    world.sync()
+    assert world.reconciliation("beide@beispiel.de")["result"] == "in_sync"
+
+
+def test_push_and_its_dry_run_act_on_a_decision_made_after_the_sync(world: World) -> None:
+    record_decision(world.warehouse, "nurcrm@beispiel.de", LINK, "transmit", "lena")
+    dry = push(world.config, run_id="dry", dry_run=True)
+    assert dry.counts[(LINK, "transmit", "manual")] == {"would_send": 1}
+    pushed = push(world.config, run_id="push-decided")
+    assert pushed.counts[(LINK, "transmit", "manual")] == {"sent": 1}
+    assert world.member("nurcrm@beispiel.de").status == "subscribed"
+
+
+def test_refused_credentials_stop_the_account_and_keep_its_actions_ready(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ready = world.rows("select action_id from marts.fct_pushback_queue where queue_status = 'ready' and target = 'esp'")
+    assert ready
+    monkeypatch.setenv(KEY_VARIABLE, "0000000000000000wrongkey000000000-us1")
+    with pytest.raises(PushAccountFailed) as failed:
+        push(world.config, run_id="push-wrong-key")
+    assert "brand_main" in str(failed.value) and "wrongkey" not in str(failed.value)
+    attempts = world.rows(
+        "select status, error_code from ops.pushback_outbox where run_id = 'push-wrong-key' and target like 'esp:%'"
+    )
+    assert attempts and {(a["status"], a["error_code"]) for a in attempts} == {("failed", "account_refused")}
+    assert world.member("gesperrt@beispiel.de").status == "subscribed"  # nothing reached the ESP
+
+    monkeypatch.setenv(KEY_VARIABLE, world.scenario.account("brand_main").api_key)
+    again = push(world.config, run_id="push-right-key")
+    assert again.counts[(LINK, "unsubscribe", "policy")] == {"sent": 2}
+    assert world.member("gesperrt@beispiel.de").status == "unsubscribed"
