@@ -9,6 +9,7 @@ needed) or sends it again.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -21,8 +22,11 @@ import duckdb
 from mailbridge.config import MailbridgeConfig
 from pipelines.crm.writer import CrmAction, CrmWriter
 from pipelines.gate import Verdict, push_gate
+from pipelines.http import EspApiError
 from pipelines.registry import connector
 from pipelines.writers import EspAccountError, EspWrite, EspWriter, WriteOutcome
+
+LOG = logging.getLogger(__name__)
 
 # one queue action can be more than one ESP write: an address change unsubscribes the former one
 EXPANSIONS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -44,11 +48,14 @@ READY_ESP_ACTIONS = f"""
         queue.action_id, queue.list_link_id, queue.esp_account, queue.esp_list_id, queue.email_key,
         queue.email_address, queue.former_email_key, queue.action, queue.action_source, queue.rule,
         queue.crm_contact_id, queue.crm_list_id, reconciliation.crm_task,
-        contacts.first_name, contacts.last_name
+        contacts.first_name, contacts.last_name, members.email_address as esp_email_address
     from marts.fct_pushback_queue as queue
     left join staging.stg_crm__contacts as contacts on queue.crm_contact_id = contacts.crm_contact_id
     left join marts.fct_list_reconciliation as reconciliation
         on queue.list_link_id = reconciliation.list_link_id and queue.email_key = reconciliation.email_key
+    left join intermediate.int_esp__memberships as members
+        on queue.esp_account = members.esp_account and queue.esp_list_id = members.esp_list_id
+        and queue.email_key = members.email_key
     where queue.queue_status = 'ready' and queue.target = 'esp'
         and queue.action_id not in (select action_id from ops.pushback_outbox where status in ({DONE_STATUSES}))
     order by queue.esp_account, queue.esp_list_id, queue.action, queue.email_key
@@ -67,7 +74,7 @@ READY_CRM_ACTIONS = f"""
         contacts.last_name as contact_last_name, contacts.salutation as contact_salutation,
         contacts.modified_at as contact_modified_at,
         members.first_name as esp_first_name, members.last_name as esp_last_name,
-        members.salutation as esp_salutation,
+        members.salutation as esp_salutation, members.email_address as esp_email_address,
         (
             select list(struct_pack(
                 field_name := fields.field_name, winner := fields.winner, value := fields.esp_value
@@ -107,6 +114,8 @@ class QueuedAction:
     crm_task: str | None
     first_name: str | None
     last_name: str | None
+    # the ESP member's own address at this key (an address changed at the ESP: the new one)
+    esp_email_address: str | None = None
 
     @property
     def sample(self) -> str:
@@ -116,11 +125,17 @@ class QueuedAction:
         fields = {k: v for k, v in (("FNAME", self.first_name), ("LNAME", self.last_name)) if v}
         out = []
         for esp_action, address_field in EXPANSIONS[self.action]:
-            # the ESP member of an address changed in the CRM is still at the former address
+            # a write goes to the ESP member: an address changed in the CRM is still at the
+            # former address there, one changed at the ESP at the ESP's new address
             at_former = address_field == "former_email_key" or (
                 esp_action == "unsubscribe" and self.rule == "email_changed_in_crm" and self.former_email_key
             )
-            address = self.former_email_key if at_former else self.email_address
+            if at_former:
+                address = self.former_email_key
+            elif address_field == "email_address" and self.esp_email_address and esp_action != "transmit":
+                address = self.esp_email_address
+            else:
+                address = self.email_address
             out.append(
                 EspWrite(
                     action_id=self.action_id,
@@ -259,15 +274,16 @@ def push(
                     row["list_link_id"], crm_action.action, crm_action.action_source, "would_write", _sample(row)
                 )
             return report
-        done_tasks = _push_esp(db, config, esp_actions, run_id, report, writer_factory, allow_permanent_delete)
+        _push_esp(db, config, esp_actions, run_id, report, writer_factory, allow_permanent_delete)
         if config.crm.write_back:
             writer = crm_writer or CrmWriter(
                 config.crm.connection_url(config.base_dir), config.crm, config.field_mappings
             )
             try:
                 if crm_actions:
-                    done_tasks += _push_crm(db, writer, crm_rows, crm_actions, run_id, report)
-                report.tasks_cleared = writer.clear_tasks(done_tasks)
+                    changed = _esp_members_changed(db, config, crm_actions, writer_factory, report)
+                    _push_crm(db, writer, crm_rows, crm_actions, run_id, report, changed)
+                report.tasks_cleared = clear_executed_tasks(db, writer)
                 report.assignments_removed = writer.remove_assignments(report.deleted_at_esp)
             finally:
                 if crm_writer is None:
@@ -342,7 +358,7 @@ def _push_esp(
     report: PushReport,
     writer_factory: Callable[..., EspWriter] | None,
     allow_permanent_delete: bool,
-) -> list[tuple[str, str, str]]:
+) -> None:
     by_list: dict[tuple[str, str], list[QueuedAction]] = defaultdict(list)
     for action in actions:
         if action.action == "delete_permanent" and not allow_permanent_delete:
@@ -351,7 +367,6 @@ def _push_esp(
             continue
         by_list[(action.esp_account, action.esp_list_id)].append(action)
     is_blocked = blocklist_predicate(db)
-    done_tasks: list[tuple[str, str, str]] = []
     for (account_name, list_id), queued in by_list.items():
         account = config.account(account_name)
         factory = writer_factory or connector(account.type).writer()
@@ -384,12 +399,68 @@ def _push_esp(
         for action_id, outcome in outcomes.items():
             action = by_id[action_id]
             report.add(action.list_link_id, action.action, action.action_source, outcome.status, action.sample)
-            if (task := _executed_task(action, outcome)) is not None:
-                done_tasks.append(task)
             if outcome.status == "sent" and action.action in ("delete", "delete_permanent") and action.crm_contact_id:
                 report.deleted_at_esp.append((action.crm_contact_id, action.crm_list_id))
         report.write_requests += int(getattr(writer, "requests", 0))
-    return done_tasks
+
+
+# CRM actions that can write the ESP's status into the CRM
+STATUS_TAKING_ACTIONS = frozenset({"set_status", "create_assignment", "create_contact"})
+
+
+def _takes_esp_subscribe(action: CrmAction) -> bool:
+    return action.action in STATUS_TAKING_ACTIONS and action.status is None and action.target_status == "subscribed"
+
+
+def _esp_members_changed(
+    db: duckdb.DuckDBPyConnection,
+    config: MailbridgeConfig,
+    actions: list[CrmAction],
+    writer_factory: Callable[..., EspWriter] | None,
+    report: PushReport,
+) -> dict[str, WriteOutcome]:
+    """The optimistic check on the ESP side: a CRM write that takes a subscribe from the ESP
+    is skipped as stale when the member changed at the ESP since the sync read it (say, it
+    unsubscribed meanwhile). Returns the outcome of each action skipped, by action id."""
+    by_list: dict[tuple[str, str], list[CrmAction]] = defaultdict(list)
+    links = {link.id: link for link in config.list_links}
+    for action in actions:
+        link = links.get(action.list_link_id)
+        if link is not None and _takes_esp_subscribe(action):
+            by_list[(link.esp_account, link.esp_list_id)].append(action)
+    skipped: dict[str, WriteOutcome] = {}
+    for (account_name, list_id), checked in by_list.items():
+        row = db.execute(
+            "select started_at from intermediate.int_esp__list_extractions where esp_account = ? and esp_list_id = ?",
+            [account_name, list_id],
+        ).fetchone()
+        account = config.account(account_name)
+        factory = writer_factory or connector(account.type).writer()
+        esp = factory(account, is_blocked=lambda key: False, allow_permanent_delete=False)
+        changed_since = getattr(esp, "changed_since", None)
+        if row is None or row[0] is None or changed_since is None:
+            continue
+        try:
+            changed = changed_since(list_id, row[0])
+        except EspAccountError as refused:
+            report.account_errors[account_name] = str(refused)
+            changed = None
+        except EspApiError as error:
+            changed = None
+            LOG.warning("could not check %s/%s for changes since the sync: %s", account_name, list_id, error)
+        for action in checked:
+            if changed is None:
+                skipped[action.action_id] = WriteOutcome(
+                    action.action_id, "failed", "esp_unchecked", "the ESP could not be asked whether the member changed"
+                )
+            elif action.email_address.strip().lower() in changed:
+                skipped[action.action_id] = WriteOutcome(
+                    action.action_id,
+                    "stale",
+                    "esp_member_changed",
+                    "the ESP member changed since the sync: the next sync decides its status again",
+                )
+    return skipped
 
 
 def _push_crm(
@@ -399,21 +470,27 @@ def _push_crm(
     actions: list[CrmAction],
     run_id: str,
     report: PushReport,
-) -> list[tuple[str, str, str]]:
+    skipped: dict[str, WriteOutcome] | None = None,
+) -> None:
     planned = [
-        (a.action_id, a.list_link_id, row["email_key"], a.action, f"{a.action} {a.email_address} in the CRM")
+        (
+            a.action_id,
+            a.list_link_id,
+            row["email_key"],
+            a.action,
+            f"{a.action} {a.email_address} in the CRM",
+            a.crm_task if a.action_source == "crm_task" else None,
+        )
         for row, a in zip(rows, actions, strict=True)
     ]
     attempts = _plan(db, planned, run_id, "crm")
-    done_tasks: list[tuple[str, str, str]] = []
-    outcomes = writer.apply(actions)
+    skipped = skipped or {}
+    written = iter(writer.apply([action for action in actions if action.action_id not in skipped]))
+    outcomes = [skipped.get(action.action_id) or next(written) for action in actions]
     _record(db, [(attempts[action.action_id], outcome) for action, outcome in zip(actions, outcomes, strict=True)])
     for row, action, outcome in zip(rows, actions, outcomes, strict=True):
         report.add(action.list_link_id, action.action, action.action_source, outcome.status, _sample(row))
-        if (task := _executed_task(action, outcome)) is not None:
-            done_tasks.append(task)
     report.crm_statements += writer.statements
-    return done_tasks
 
 
 def _settled(db: duckdb.DuckDBPyConnection, attempt_ids: list[str]) -> set[str]:
@@ -433,13 +510,33 @@ def _account_refused(db: duckdb.DuckDBPyConnection, attempts: dict[str, str], me
     _record(db, [(attempt_id, outcome) for attempt_id in attempts.values()])
 
 
-def _executed_task(action: QueuedAction | CrmAction, outcome: WriteOutcome) -> tuple[str, str, str] | None:
-    """(contact, CRM list, task word) of a CRM task this write carried out: it is cleared."""
-    if outcome.status != "sent" or action.action_source != "crm_task" or not action.crm_task:
-        return None
-    if action.crm_contact_id is None:
-        return None
-    return (action.crm_contact_id, action.crm_list_id, action.crm_task)
+EXECUTED_TASKS = """
+    select distinct outbox.list_link_id, outbox.email_key, outbox.crm_task,
+        reconciliation.crm_contact_id, reconciliation.crm_list_id
+    from ops.pushback_outbox as outbox
+    inner join marts.fct_list_reconciliation as reconciliation
+        on outbox.list_link_id = reconciliation.list_link_id and outbox.email_key = reconciliation.email_key
+    where outbox.crm_task is not null and outbox.status in ('sent', 'confirmed') and outbox.task_cleared_at is null
+"""
+
+
+def clear_executed_tasks(db: duckdb.DuckDBPyConnection, writer: CrmWriter) -> int:
+    """Empty the CRM task column of every task whose action was sent, if it still says the
+    same, and note it in the outbox. Tasks a killed push carried out but did not clear are
+    cleared by the next one; until then the queue does not run them again."""
+    executed = db.execute(EXECUTED_TASKS).fetchall()
+    tasks = [(contact, crm_list, task) for _, _, task, contact, crm_list in executed if contact and crm_list]
+    cleared = writer.clear_tasks(tasks)
+    if executed:
+        db.execute(
+            """
+            update ops.pushback_outbox set task_cleared_at = ?
+            where crm_task is not null and status in ('sent', 'confirmed') and task_cleared_at is null
+                and concat(list_link_id, '|', email_key) in (select unnest(?::varchar[]))
+            """,
+            [_now(), [f"{row[0]}|{row[1]}" for row in executed]],
+        )
+    return cleared
 
 
 def _crm_action(row: dict[str, Any], config: MailbridgeConfig) -> CrmAction:
@@ -466,7 +563,12 @@ def _crm_action(row: dict[str, Any], config: MailbridgeConfig) -> CrmAction:
         list_link_id=row["list_link_id"],
         crm_list_id=row["crm_list_id"],
         crm_contact_id=row["crm_contact_id"],
-        email_address=row["email_address"],
+        # an address changed at the ESP: the CRM takes the ESP's new one (the row names the CRM's)
+        email_address=(
+            row["esp_email_address"] or row["email_address"]
+            if row["action"] == "update_crm_email"
+            else row["email_address"]
+        ),
         set_by=decided_by or f"mailbridge:{account.type}:{account.name}",
         status=row["crm_target_status"],
         decided_at=(row["decided_at"] or _now()) if row["crm_target_status"] else None,
@@ -515,33 +617,44 @@ def _record(db: duckdb.DuckDBPyConnection, outcomes: list[tuple[str, WriteOutcom
     )
 
 
-def _planned(action: QueuedAction) -> tuple[str, str, str, str, str]:
+def _planned(action: QueuedAction) -> tuple[str, str, str, str, str, str | None]:
     summary = f"{action.action} {action.email_address}" + (
         f" (former {action.former_email_key})" if action.former_email_key else ""
     )
     if action.action == "delete_permanent":
         summary += " (irreversible: the ESP erases the member and its history)"
-    return (action.action_id, action.list_link_id, action.email_key, action.action, summary)
+    task = action.crm_task if action.action_source == "crm_task" else None
+    return (action.action_id, action.list_link_id, action.email_key, action.action, summary, task)
 
 
 def _plan(
-    db: duckdb.DuckDBPyConnection, planned: list[tuple[str, str, str, str, str]], run_id: str, target: str
+    db: duckdb.DuckDBPyConnection,
+    planned: list[tuple[str, str, str, str, str, str | None]],
+    run_id: str,
+    target: str,
 ) -> dict[str, str]:
     """Record every attempt as planned before anything is sent: a killed push leaves a trace.
-    `planned` holds (action id, list link, email key, action, payload summary)."""
+    `planned` holds (action id, list link, email key, action, payload summary, the CRM task
+    word that asked for it)."""
     attempts = {action_id: uuid.uuid4().hex for action_id, *_ in planned}
     if not planned:
         return attempts
-    action_ids, links, keys, actions, summaries = (list(column) for column in zip(*planned, strict=True))
+    action_ids, links, keys, actions, summaries, tasks = (list(column) for column in zip(*planned, strict=True))
     now = _now()
     db.execute(
         """
-        insert into ops.pushback_outbox
+        insert into ops.pushback_outbox (
+            attempt_id, action_id, run_id, target, list_link_id, email_key, action, payload_summary, status,
+            error_code, error_message, attempted_at, updated_at, crm_task
+        )
         select
             unnest(?::varchar[]), unnest(?::varchar[]), ?, ?, unnest(?::varchar[]), unnest(?::varchar[]),
-            unnest(?::varchar[]), unnest(?::varchar[]), 'planned', null, null, ?, ?
+            unnest(?::varchar[]), unnest(?::varchar[]), 'planned', null, null, ?, ?, unnest(?::varchar[])
         """,
-        [[attempts[a] for a in action_ids], action_ids, run_id, target, links, keys, actions, summaries, now, now],
+        [
+            [attempts[a] for a in action_ids],
+            *(action_ids, run_id, target, links, keys, actions, summaries, now, now, tasks),
+        ],
     )
     return attempts
 

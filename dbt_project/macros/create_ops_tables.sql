@@ -28,6 +28,9 @@
         attempted_at timestamp with time zone not null,
         updated_at timestamp with time zone not null
     );
+    -- the CRM task word an attempt carried out, and when the push cleared it in the CRM
+    alter table ops.pushback_outbox add column if not exists crm_task varchar;
+    alter table ops.pushback_outbox add column if not exists task_cleared_at timestamp with time zone;
     create table if not exists ops.campaign_sends (
         send_id varchar primary key,
         campaign_id varchar not null,

@@ -33,6 +33,8 @@ CRM_ACTIONS = (
     "update_crm_email",
     "record_consent",
 )
+# the consent a person's decided status records
+DECIDED_CONSENT_KINDS = {"subscribed": "decided_opt_in", "unsubscribed": "decided_opt_out"}
 CONTACT_CHECK_FIELDS = ("email", "first_name", "last_name", "salutation", "modified_at")
 
 
@@ -199,10 +201,12 @@ class CrmWriter:
         self._update_assignment(connection, action, self._status_values(action, target))
         if action.action == "mark_bounced":
             self._mark_address_bounced(connection, action)
-        if action.status is not None and action.crm_contact_id is not None:
-            # a person decided it: the consent record names them and keeps their note
-            kind = "decided_opt_in" if action.status == "subscribed" else "decided_opt_out"
-            self._insert_consent(connection, action, action.crm_contact_id, kind)
+        if action.status is not None:
+            # a person decided it: the consent record names them and keeps their note (a DOI
+            # that has started is no consent yet)
+            kind = DECIDED_CONSENT_KINDS.get(action.status)
+            if kind is not None and action.crm_contact_id is not None:
+                self._insert_consent(connection, action, action.crm_contact_id, kind)
         else:
             self._consent_if_opt_in(connection, action)
         return None

@@ -21,6 +21,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -152,6 +153,34 @@ class MailchimpWriter:
             if error.status in AUTH_STATUSES:
                 raise self._account_error(error) from error
             raise
+
+    def changed_since(self, list_id: str, since: datetime) -> set[str]:
+        """The addresses (lower-case) of the list's members that changed since `since`: a CRM
+        write that takes a member's subscribe from the sync is checked against it, as the
+        CRM's own rows are. last_changed also moves on field edits: a false alarm costs only
+        a write deferred to the next sync."""
+        changed: set[str] = set()
+        offset = 0
+        while True:
+            try:
+                page = self.client.get(
+                    f"lists/{list_id}/members",
+                    {
+                        "since_last_changed": since.astimezone(UTC).isoformat(timespec="seconds"),
+                        "fields": "members.email_address,total_items",
+                        "count": settings.MAX_PAGE_SIZE,
+                        "offset": offset,
+                    },
+                )
+            except EspApiError as error:
+                if error.status in AUTH_STATUSES:
+                    raise self._account_error(error) from error
+                raise
+            members = page.get("members") or []
+            changed.update(str(m.get("email_address", "")).strip().lower() for m in members)
+            offset += len(members)
+            if not members or offset >= int(page.get("total_items") or 0):
+                return changed
 
     def _account_error(self, error: EspApiError) -> EspAccountError:
         status = int(error.status or 0)

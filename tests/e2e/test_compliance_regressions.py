@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import httpx
 import pytest
 
 from mailbridge.config import MailbridgeConfig, load_config
@@ -109,9 +110,12 @@ def decided_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             yield world
 
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("compliance_regressions")]
+pytestmark = pytest.mark.slow
+# the tests that read the one decided world run on one worker, so it is built once
+shares_the_decided_world = pytest.mark.xdist_group("compliance_decided_world")
 
 
+@shares_the_decided_world
 def test_a_profile_edit_at_the_esp_does_not_revive_a_crm_opt_out(decided_world: World) -> None:
     """Opted in at the ESP in January, out by phone in the CRM in June, a profile edit at the
     ESP in September: last_changed is no subscribe time, the CRM opt-out is the newer status."""
@@ -125,6 +129,7 @@ def test_a_profile_edit_at_the_esp_does_not_revive_a_crm_opt_out(decided_world: 
     assert row["esp_status_time_precision"] == "opt_in"
 
 
+@shares_the_decided_world
 def test_a_refused_decision_does_not_shadow_the_compliance_action(decided_world: World) -> None:
     # a blocklisted address still subscribed at the ESP: a transmit is refused, the unsubscribe runs
     assert decided_world.queue("gesperrt@beispiel.de") == {
@@ -138,6 +143,7 @@ def test_a_refused_decision_does_not_shadow_the_compliance_action(decided_world:
     }
 
 
+@shares_the_decided_world
 def test_duplicate_contacts_outside_the_list_follow_the_duplicate_rule(decided_world: World) -> None:
     undecided = decided_world.reconciliation("doppelt@beispiel.de")
     assert (undecided["result"], undecided["crm_contact_id"]) == ("new_in_list", "4")
@@ -151,6 +157,7 @@ def test_duplicate_contacts_outside_the_list_follow_the_duplicate_rule(decided_w
     assert {"code": "duplicate_contacts_undecided"} in events
 
 
+@shares_the_decided_world
 def test_a_transmit_of_an_address_the_crm_opted_out_is_refused(decided_world: World) -> None:
     assert decided_world.queue("crmabmeldung@beispiel.de") == {"transmit": ("manual", "refused")}
     (row,) = decided_world.rows(
@@ -215,3 +222,24 @@ def test_refused_credentials_stop_the_account_and_keep_its_actions_ready(
     again = push(world.config, run_id="push-right-key")
     assert again.counts[(LINK, "unsubscribe", "policy")] == {"sent": 2}
     assert world.member("gesperrt@beispiel.de").status == "unsubscribed"
+
+
+def test_a_crm_subscribe_taken_from_the_esp_waits_when_the_member_changed_since_the_sync(world: World) -> None:
+    """The sync saw an ESP subscriber the CRM knows (its assignment is to be created); the
+    member unsubscribes before the push: the push does not write the old subscribe."""
+    assert world.queue("doppelt@beispiel.de") == {"create_assignment": ("policy", "ready")}
+    key = world.scenario.account("brand_main").api_key
+    answer = httpx.patch(
+        f"{world.emulator.base_url}/lists/nl0001/members/{subscriber_hash('doppelt@beispiel.de')}",
+        json={"status": "unsubscribed"},
+        auth=("mailbridge", key),
+    )
+    assert answer.status_code == 200, answer.text
+    push(world.config, run_id="push-after-change")
+    (attempt,) = world.rows(
+        "select status, error_code from ops.pushback_outbox where email_key = 'doppelt@beispiel.de'"
+    )
+    assert (attempt["status"], attempt["error_code"]) == ("stale", "esp_member_changed")
+    assert crm_query(world.crm_url, "select * from verteiler_zuordnungen where kontakt_id in (4, 5)") == []
+    world.sync()
+    assert world.reconciliation("doppelt@beispiel.de")["esp_status"] == "unsubscribed"

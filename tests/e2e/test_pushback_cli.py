@@ -89,6 +89,8 @@ def test_decide_push_verify_and_send_through_the_cli(tmp_path: Path, serve_mailc
         ("emil@beispiel.de", "create_contact", "confirmed"),
         ("frida@beispiel.de", "unsubscribe", "confirmed"),
         ("gustav@beispiel.de", "transmit", "confirmed"),
+        # the refused transmit changed nothing: the policy's DOI for Ida's newer CRM subscribe ran
+        ("ida@beispiel.de", "start_doi", "confirmed"),
         ("jonas@beispiel.de", "mark_bounced", "confirmed"),
         ("karl@beispiel.de", "set_status", "confirmed"),
     ]
@@ -96,14 +98,14 @@ def test_decide_push_verify_and_send_through_the_cli(tmp_path: Path, serve_mailc
     now = results(warehouse)
     assert {key: now[key] for key in executed} == dict.fromkeys(executed, "in_sync")
     # refused and logged, never sent
-    assert (now["heidi@gesperrt.de"], now["ida@beispiel.de"]) == ("blocked", "conflict")
+    assert now["heidi@gesperrt.de"] == "blocked"
     assert set(refusals) >= {("heidi@gesperrt.de", "queue_refused"), ("ida@beispiel.de", "queue_refused")}
     # the refused send is in the event log, with its reason
     assert [(code, severity) for code, severity, _ in send_events] == [("campaign_refused", "warning")]
     assert "frida@beispiel.de" in send_events[0][2]
     members = emulator.state.account_named("brand_main").lists["nl0001"].members
     assert subscriber_hash("heidi@gesperrt.de") not in members
-    assert members[subscriber_hash("ida@beispiel.de")].status == "unsubscribed"
+    assert members[subscriber_hash("ida@beispiel.de")].status == "pending"  # through DOI, never a plain subscribe
     assert members[subscriber_hash("gustav@beispiel.de")].status == "subscribed"
 
     # the CRM: set by mailbridge, new rows flagged for review, the executed task cleared

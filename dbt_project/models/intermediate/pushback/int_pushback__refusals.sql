@@ -91,6 +91,45 @@ final as (
 
     union all
 
+    -- a transmit adds a member the ESP does not have
+    select
+        'transmit' as action,
+        'esp_status' as refused_field,
+        'subscribed' as refused_value,
+        'the member is subscribed at the ESP already: there is nothing to transmit' as reason,
+        2 as priority
+
+    union all
+
+    select
+        'transmit' as action,
+        'result' as refused_field,
+        'email_changed' as refused_value,
+        'the address changed: its ESP member moves with the address change, a transmit would bring back the other address'
+            as reason,
+        2 as priority
+
+    union all
+
+    select
+        'update_fields' as action,
+        'result' as refused_field,
+        'new_contact' as refused_value,
+        'the CRM has no contact for this address: it has no values to send' as reason,
+        2 as priority
+
+    union all
+
+    -- a DOI demotes a subscribed member to pending until it confirms again
+    select
+        'start_doi' as action,
+        'esp_status' as refused_field,
+        'subscribed' as refused_value,
+        'the member is subscribed at the ESP: a new DOI would set it back to pending' as reason,
+        2 as priority
+
+    union all
+
     select
         'set_status' as action,
         'rule' as refused_field,

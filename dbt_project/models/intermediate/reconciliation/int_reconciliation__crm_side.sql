@@ -1,5 +1,6 @@
 -- The CRM side of every list link: one row per link and valid email key. When several CRM
--- contacts share a key, the duplicate rule picks one (macro pick_duplicate_contact).
+-- contacts share a key, the duplicate rule picks the one it is (macro pick_duplicate_contact),
+-- and the latest status among them is its consent.
 with
 
 links as (
@@ -56,27 +57,65 @@ picked as (
 
 ),
 
+-- the duplicate rule picks who the address is; its consent is the latest status change of
+-- any contact with it on the list (an opt-out anywhere reaches everywhere): an opt-out with
+-- no time, then the newest change, and on equal times the opt-out wins
+consent as (
+
+    select
+        *,
+        row_number() over (
+            partition by list_link_id, email_key
+            order by
+                case when is_opt_out and status_changed_at is null then 0 else 1 end,
+                status_changed_at desc nulls last,
+                case when is_opt_out then 0 else 1 end,
+                length(crm_contact_id),
+                crm_contact_id
+        ) as consent_rank
+
+    from (
+        select *, status not in ('subscribed', 'bounced_soft', 'pending') as is_opt_out
+        from candidates
+    ) as statuses
+
+),
+
 final as (
 
     select
-        list_link_id,
-        crm_list_id,
-        crm_contact_id,
-        email_address,
-        email_key,
-        status,
-        crm_status_value,
-        status_changed_at,
-        status_set_by,
-        crm_task,
-        first_name,
-        last_name,
-        salutation,
-        custom_fields,
-        contacts_with_key,
-        duplicate_note
+        picked.list_link_id,
+        picked.crm_list_id,
+        picked.crm_contact_id,
+        picked.email_address,
+        picked.email_key,
+        consent.status,
+        consent.crm_status_value,
+        consent.status_changed_at,
+        consent.status_set_by,
+        picked.crm_task,
+        picked.first_name,
+        picked.last_name,
+        picked.salutation,
+        picked.custom_fields,
+        picked.contacts_with_key,
+        case
+            when consent.status <> picked.status then concat_ws('; ',
+                picked.duplicate_note,
+                concat(
+                    'duplicate_contacts_consent: the status of contact ', consent.crm_contact_id, ' (',
+                    consent.status, ') is the latest of the contacts with this address and speaks for its consent'
+                )
+            )
+            else picked.duplicate_note
+        end as duplicate_note,
+        consent.crm_contact_id as consent_contact_id
 
     from picked
+    inner join consent
+        on picked.list_link_id = consent.list_link_id
+        and picked.email_key = consent.email_key
+        and consent.consent_rank = 1
 
 )
 

@@ -43,6 +43,16 @@ task_values as (
 
 ),
 
+-- a task word whose action was sent is done, even while its word is still in the CRM (a
+-- push killed before it cleared it): it is not run again, the next push clears it
+executed_tasks as (
+
+    select distinct list_link_id, email_key, crm_task
+    from {{ source('ops', 'pushback_outbox') }}
+    where crm_task is not null and status in ('sent', 'confirmed') and task_cleared_at is null
+
+),
+
 candidates as (
 
     select
@@ -53,7 +63,7 @@ candidates as (
         decisions.decided_at,
         decisions.note as decision_note,
         decisions.state_fingerprint as decided_on_fingerprint,
-        task_values.action as task_action
+        case when executed_tasks.crm_task is null then task_values.action end as task_action
 
     from reconciliation
     left join decisions
@@ -61,6 +71,10 @@ candidates as (
         and reconciliation.email_key = decisions.email_key
         and decisions.recency = 1
     left join task_values on reconciliation.crm_task = task_values.crm_value
+    left join executed_tasks
+        on reconciliation.list_link_id = executed_tasks.list_link_id
+        and reconciliation.email_key = executed_tasks.email_key
+        and reconciliation.crm_task = executed_tasks.crm_task
 
 ),
 
@@ -86,11 +100,13 @@ chosen as (
 
 -- compliance actions: an opt-out or blocklist unsubscribe at the ESP, and the CRM taking an
 -- ESP opt-out or hard bounce. A decision or a task word can join them, never replace them.
+-- Nor the CRM taking an address changed at the ESP: that says who the person is, not what
+-- to do with them.
 compliance as (
 
     select
         *,
-        recommended_action = 'unsubscribe'
+        recommended_action in ('unsubscribe', 'update_crm_email')
             or (
                 recommended_action in ('set_status', 'mark_bounced')
                 and resolved_status in ('unsubscribed', 'bounced_hard', 'bounced')
@@ -106,9 +122,27 @@ requested as (
     select
         reconciliation_id, action, action_source, decision_id, decided_by, decided_at, decision_note,
         decided_on_fingerprint, cast(null as {{ dbt.type_string() }}) as crm_target_status,
+        cast(null as {{ dbt.type_string() }}) as parent_action,
         case action_source when 'manual' then 1 when 'crm_task' then 2 else 3 end as precedence
     from chosen
     where action is not null
+
+    union all
+
+    -- the policy's own action: it still runs when the request that replaces it is refused (a
+    -- refused request changes nothing) or writes the other side
+    select
+        reconciliation_id, recommended_action as action, 'policy' as action_source,
+        cast(null as {{ dbt.type_string() }}) as decision_id, cast(null as {{ dbt.type_string() }}) as decided_by,
+        cast(null as {{ dbt.type_timestamp() }}) as decided_at, cast(null as {{ dbt.type_string() }}) as decision_note,
+        cast(null as {{ dbt.type_string() }}) as decided_on_fingerprint,
+        cast(null as {{ dbt.type_string() }}) as crm_target_status,
+        cast(null as {{ dbt.type_string() }}) as parent_action,
+        5 as precedence
+    from chosen
+    where action_source in ('manual', 'crm_task')
+        and recommended_action not in ('none', 'await_decision')
+        and recommended_action <> action
 
     union all
 
@@ -119,32 +153,53 @@ requested as (
         cast(null as {{ dbt.type_timestamp() }}) as decided_at, cast(null as {{ dbt.type_string() }}) as decision_note,
         cast(null as {{ dbt.type_string() }}) as decided_on_fingerprint,
         cast(null as {{ dbt.type_string() }}) as crm_target_status,
+        cast(null as {{ dbt.type_string() }}) as parent_action,
         4 as precedence
     from compliance
     where is_compliance
 
     union all
 
-    -- a person's unsubscribe brings both sides to it in one push: the CRM assignment too
+    -- a status that moved with an address change at the ESP: both go in one push
+    select
+        reconciliation_id, status_action as action, 'policy' as action_source,
+        cast(null as {{ dbt.type_string() }}) as decision_id, cast(null as {{ dbt.type_string() }}) as decided_by,
+        cast(null as {{ dbt.type_timestamp() }}) as decided_at, cast(null as {{ dbt.type_string() }}) as decision_note,
+        cast(null as {{ dbt.type_string() }}) as decided_on_fingerprint,
+        cast(null as {{ dbt.type_string() }}) as crm_target_status,
+        cast(null as {{ dbt.type_string() }}) as parent_action,
+        4 as precedence
+    from candidates
+    where status_action is not null
+
+    union all
+
+    -- a person's request brings both sides to it in one push: an unsubscribe sets the CRM
+    -- assignment to unsubscribed, a DOI for an opted-out contact to pending
     select
         reconciliation_id, 'set_status' as action, action_source, decision_id, decided_by, decided_at,
-        decision_note, decided_on_fingerprint, 'unsubscribed' as crm_target_status,
+        decision_note, decided_on_fingerprint,
+        case action when 'unsubscribe' then 'unsubscribed' else 'pending' end as crm_target_status,
+        action as parent_action,
         case action_source when 'manual' then 1 else 2 end as precedence
     from chosen
-    where action = 'unsubscribe'
-        and action_source in ('manual', 'crm_task')
-        and crm_status in ('subscribed', 'bounced_soft', 'pending')
+    where action_source in ('manual', 'crm_task')
         and crm_contact_id is not null
+        and (
+            (action = 'unsubscribe' and crm_status in ('subscribed', 'bounced_soft', 'pending'))
+            or (action = 'start_doi' and crm_status in ('unsubscribed', 'bounced_hard', 'bounced'))
+        )
 
 ),
 
--- the compliance rules: the first refusal that applies to the action in this state; an
--- opt-out written to the CRM is never refused
+-- the compliance rules: the first refusal that applies to the action in this state; the
+-- CRM half of a person's request stands or falls with the request
 refused as (
 
     select
         requested.reconciliation_id,
         requested.action,
+        requested.precedence,
         refusals.reason as refusal_reason,
         row_number() over (
             partition by requested.reconciliation_id, requested.action, requested.precedence
@@ -154,8 +209,7 @@ refused as (
     from requested
     inner join reconciliation on requested.reconciliation_id = reconciliation.reconciliation_id
     inner join refusals
-        on requested.action = refusals.action
-        and requested.crm_target_status is null
+        on coalesce(requested.parent_action, requested.action) = refusals.action
         and (
             (refusals.refused_field = 'result' and reconciliation.result = refusals.refused_value)
             or (refusals.refused_field = 'rule' and reconciliation.rule = refusals.refused_value)
@@ -191,6 +245,7 @@ checked as (
     left join refused
         on requested.reconciliation_id = refused.reconciliation_id
         and requested.action = refused.action
+        and requested.precedence = refused.precedence
         and refused.refusal_rank = 1
 
 ),
@@ -204,7 +259,13 @@ deduplicated as (
         row_number() over (
             partition by reconciliation_id, action
             order by case queue_status when 'ready' then 0 else 1 end, precedence
-        ) as action_rank
+        ) as action_rank,
+        -- what became of the request (a decision or task word) that replaced the policy's
+        -- action, and which side it writes
+        max(case when precedence in (1, 2) and crm_target_status is null then queue_status end)
+            over (partition by reconciliation_id) as request_status,
+        max(case when precedence in (1, 2) and crm_target_status is null then {{ pushback_target('action') }} end)
+            over (partition by reconciliation_id) as request_target
 
     from checked
 
@@ -222,14 +283,14 @@ final as (
         email_key,
         email_address,
         former_email_key,
-        crm_contact_id,
+        -- a status the CRM takes goes to the contact whose status is the address's consent
+        case
+            when action in ('set_status', 'mark_bounced') then crm_consent_contact_id
+            else crm_contact_id
+        end as crm_contact_id,
         esp_member_id,
         action,
-        case
-            when action in ('transmit', 'start_doi', 'unsubscribe', 'update_fields', 'delete', 'delete_permanent',
-                            'change_address_doi', 'change_address_transmit') then 'esp'
-            else 'crm'
-        end as target,
+        {{ pushback_target('action') }} as target,
         action_source,
         decision_id,
         decided_by,
@@ -253,6 +314,8 @@ final as (
 
     from deduplicated
     where action_rank = 1
+        -- a request replaces the policy's action on its own side only
+        and (precedence <> 5 or request_status = 'refused' or request_target <> {{ pushback_target('action') }})
 
 )
 

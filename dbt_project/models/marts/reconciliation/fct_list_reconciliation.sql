@@ -154,8 +154,12 @@ status_rules as (
             when esp_subscribed and crm_status = 'pending' then 'esp_confirmed_crm_pending'
             when esp_subscribed and not crm_subscribed then
                 case when crm_not_older then 'crm_optout_newer' else 'esp_subscribe_newer' end
-            -- both subscribed or both not, in different words (unsubscribed vs bounced_hard)
-            when esp_newer_strictly then 'esp_status_newer'
+            -- both subscribed or both not, in different words (unsubscribed vs bounced_hard): the
+            -- ESP's word is newer only by a real status time; an upper bound moves with any edit
+            -- (a hard bounce is always taken: the address is undeliverable)
+            when esp_newer_strictly
+                and (coalesce(esp_status_time_precision, 'upper_bound') <> 'upper_bound' or esp_status = 'bounced_hard')
+                then 'esp_status_newer'
         end as status_rule
 
     from compared
@@ -208,6 +212,8 @@ final as (
         coalesce(crm_email_address, esp_email_address) as email_address,
         former_email_key,
         coalesce(crm_contact_id, known_contact_id) as crm_contact_id,
+        -- of several contacts with the address, the one whose status is its consent
+        coalesce(crm_consent_contact_id, crm_contact_id, known_contact_id) as crm_consent_contact_id,
         esp_member_id,
 
         ---------- result
@@ -287,6 +293,15 @@ final as (
             when rule = 'crm_pending_unknown_to_esp' then 'start_doi'
             else 'none'
         end as recommended_action,
+        -- an address changed at the ESP whose status moved too: the status rule's action goes
+        -- with the address change, in the same push
+        case
+            when rule <> 'email_changed_at_esp' then null
+            when status_rule in ('esp_optout_newer', 'esp_subscribe_newer', 'esp_confirmed_crm_pending', 'esp_status_newer')
+                then case when esp_status = 'bounced_hard' then 'mark_bounced' else 'set_status' end
+            when status_rule = 'crm_optout_newer' then 'unsubscribe'
+            when status_rule = 'crm_subscribe_newer' then 'start_doi'
+        end as status_action,
         nullif(concat_ws('; ',
             case when contact_note like 'duplicate_contacts_undecided%' then contact_note end,
             case when esp_records_with_key > 1 then concat(
