@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint pytest bench ui sandbox clean
+.PHONY: install demo test lint pytest bench ui sandbox simulate clean
 
 $(STAMP): pyproject.toml uv.lock
 	$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -37,6 +37,9 @@ ui: install
 
 sandbox: install
 	$(BIN)/mailbridge sandbox $(ARGS)
+
+simulate: install
+	$(BIN)/mailbridge simulate $(ARGS)
 
 clean:
 	rm -rf .mailbridge dbt_project/target dbt_project/logs .pytest_cache .ruff_cache .mypy_cache

@@ -616,6 +616,36 @@ def ui(
     raise typer.Exit(subprocess.call([*command, "-p", str(port)], cwd=REPO_ROOT))
 
 
+@app.command()
+def simulate(
+    seed: Annotated[int | None, typer.Option(help="Replay one seed.")] = None,
+    seeds: Annotated[int, typer.Option(help="Run seeds 1..M (ignored with --seed).")] = 20,
+    steps: Annotated[int, typer.Option(help="Steps per seed (a closing sync → push → sync is added).")] = 30,
+    batch: Annotated[int, typer.Option(help="Seeds side by side in one world.")] = 50,
+    shrink: Annotated[bool, typer.Option(help="Shrink each kind of break to its shortest history.")] = True,
+    shrink_seconds: Annotated[float, typer.Option(help="Time budget for shrinking.")] = 900.0,
+    keep: Annotated[Path | None, typer.Option(help="Keep the worlds (warehouse, CRM, config) in this folder.")] = None,
+) -> None:
+    """Seeded simulation of the whole loop (CRM ↔ mailbridge ↔ sandbox ESP) against a reference model;
+    prints every invariant break with its seed and shrunk history."""
+    from sandbox.simulation import simulate as run_simulation
+
+    _quiet_libraries()
+    chosen = [seed] if seed is not None else list(range(1, seeds + 1))
+    report = run_simulation(
+        chosen,
+        steps,
+        folder=keep,
+        batch_size=batch,
+        shrink=shrink,
+        shrink_seconds=shrink_seconds,
+        progress=lambda line: err.print(line, markup=False, highlight=False),
+    )
+    console.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
+    if report.findings:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,113 @@
+"""The reference model: a few lines of plain Python over one seed's event history.
+
+It knows the true order of events (their sequence number) and never looks at mailbridge's
+rules or SQL. Its two claims:
+- `must_not_be_subscribed`: the address is blocklisted, or its latest consent event
+  anywhere is an opt-out (CRM phone opt-out, unsubscribe task, ESP unsubscribe, hard
+  bounce, an executed manual unsubscribe);
+- `must_stay_subscribed`: its latest consent event is a DOI confirmation at the ESP that
+  is later than every opt-out by at least ORDERABLE_GAP on the clock (evidence both sides
+  can order), and nothing but profile edits happened to the address since; an address a
+  CRM user asked to remove (a delete task) is not claimed.
+An address change carries the consent history to the new address; the former address is
+not claimed to stay subscribed (unsubscribing it is what an address change asks for).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+ORDERABLE_GAP = timedelta(seconds=2)
+
+
+@dataclass(frozen=True)
+class ConsentEvent:
+    seq: int
+    at: datetime
+    kind: str  # optout | subscribe
+    source: str
+    doi: bool = False
+
+
+@dataclass
+class ReferenceModel:
+    consent: dict[str, list[ConsentEvent]] = field(default_factory=dict)
+    blocked: dict[str, int] = field(default_factory=dict)  # token → seq of the blocklist entry
+    last_touch: dict[str, tuple[int, str]] = field(default_factory=dict)  # token → latest event of any kind
+    pending_unsubscribes: dict[str, tuple[int, datetime]] = field(default_factory=dict)
+    moved_away: set[str] = field(default_factory=set)  # former addresses: unsubscribing them is the rule
+    # addresses a CRM user asked to remove from the list (a delete task): a standing instruction
+    # the CRM keeps no time for, so no later confirmation can be ordered against it
+    removals: set[str] = field(default_factory=set)
+
+    def record(self, seq: int, at: datetime, token: str, kind: str, source: str, *, doi: bool = False) -> None:
+        self.consent.setdefault(token, []).append(ConsentEvent(seq, at, kind, source, doi))
+        self.touch(seq, token, source, status_change=True)
+
+    def touch(self, seq: int, token: str, source: str, *, status_change: bool = False) -> None:
+        """Any event on the address; a later one keeps the model from claiming a kept subscribe."""
+        self.pending_unsubscribes.pop(token, None)
+        if status_change or not source.startswith("esp:profile_edit"):
+            self.last_touch[token] = (seq, source)
+
+    def block(self, seq: int, at: datetime, token: str) -> None:
+        self.blocked.setdefault(token, seq)
+        self.touch(seq, token, "crm:blocklist")
+
+    def carry(self, seq: int, at: datetime, old: str, new: str, source: str) -> None:
+        """An address change: the person's consent history now speaks for the new address too."""
+        self.consent[new] = sorted(self.consent.get(new, []) + self.consent.get(old, []), key=lambda e: e.seq)
+        if old in self.blocked:
+            self.blocked.setdefault(new, seq)
+        self.moved_away.add(old)
+        self.touch(seq, old, source)
+        self.touch(seq, new, source)
+
+    def contact_deleted(self, seq: int, at: datetime, token: str, *, last_one: bool) -> None:
+        """Deleting the last CRM contact of an address deletes the CRM's evidence of its consent."""
+        if last_one:
+            self.consent[token] = [e for e in self.consent.get(token, []) if not e.source.startswith("crm:")]
+        self.touch(seq, token, "crm:delete_contact")
+
+    def removal_requested(self, seq: int, token: str, source: str) -> None:
+        self.removals.add(token)
+        self.touch(seq, token, source)
+
+    def decided_unsubscribe(self, seq: int, at: datetime, token: str) -> None:
+        """A manual unsubscribe counts once the next push runs on the state it was made on."""
+        self.touch(seq, token, "decide:unsubscribe")
+        self.pending_unsubscribes[token] = (seq, at)
+
+    def push_ran(self) -> None:
+        for token, (seq, at) in self.pending_unsubscribes.items():
+            self.consent.setdefault(token, []).append(ConsentEvent(seq, at, "optout", "decide:unsubscribe"))
+        self.pending_unsubscribes.clear()
+
+    # -- claims -------------------------------------------------------------------
+
+    def must_not_be_subscribed(self, token: str) -> str | None:
+        if token in self.blocked:
+            return f"blocklisted at event #{self.blocked[token]}"
+        events = self.consent.get(token)
+        if events and events[-1].kind == "optout":
+            latest = events[-1]
+            return f"latest consent event is an opt-out ({latest.source}, event #{latest.seq})"
+        return None
+
+    def must_stay_subscribed(self, token: str) -> str | None:
+        events = self.consent.get(token)
+        if not events or token in self.blocked or token in self.moved_away or token in self.removals:
+            return None
+        latest = events[-1]
+        if latest.kind != "subscribe" or not latest.doi:
+            return None
+        if self.last_touch.get(token, (latest.seq, ""))[0] != latest.seq:
+            return None
+        optouts = [e for e in events if e.kind == "optout"]
+        if optouts and latest.at < max(e.at for e in optouts) + ORDERABLE_GAP:
+            return None  # the clocks cannot order the confirmation after the opt-out
+        return f"DOI confirmed at the ESP at {latest.at:%H:%M:%S} (event #{latest.seq}), after every opt-out"
+
+    def tokens(self) -> set[str]:
+        return set(self.consent) | set(self.blocked)

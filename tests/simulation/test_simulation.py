@@ -1,0 +1,118 @@
+"""The seeded whole-loop simulation: its parts, and a fixed set of seeds through the real loop."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from sandbox.simulation.events import NOOP, Event, EventGenerator, LaneView, shared_schedule
+from sandbox.simulation.invariants import Break
+from sandbox.simulation.reference import ReferenceModel
+from sandbox.simulation.runner import Finding, simulate
+from sandbox.simulation.shrink import Target
+
+# the fixed seeds CI runs: a few shared steps, so the default `make test` stays well under 3 minutes
+CI_SEEDS = range(1, 21)
+CI_STEPS = 16
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def test_the_shared_schedule_is_fixed_and_prefix_stable() -> None:
+    long, short = shared_schedule(60), shared_schedule(25)
+    assert long[:25] == short
+    assert long[0] == Event("sync_full")
+    kinds = {event.kind for event in long if event is not None}
+    assert {"sync_push", "fault_burst"} <= kinds
+    # a burst is always followed by a sync → push → sync
+    for index, event in enumerate(long[:-1]):
+        if event is not None and event.kind == "fault_burst":
+            assert long[index + 1] == Event("sync_push")
+
+
+def test_a_seed_draws_the_same_events_from_the_same_state() -> None:
+    view = LaneView(
+        crm_contacts={"a0": ["subscribed"], "a1": ["unsubscribed"]},
+        esp_members={"a0": "pending"},
+        tokens=["a0", "a1", "a2"],
+    )
+    one, two = EventGenerator(7, ["abmelden"]), EventGenerator(7, ["abmelden"])
+    drawn = [one.next_event(view) for _ in range(40)]
+    assert drawn == [two.next_event(view) for _ in range(40)]
+    assert len({event.kind for event in drawn}) >= 8
+
+
+def test_the_latest_opt_out_anywhere_is_law() -> None:
+    model = ReferenceModel()
+    model.record(1, T0, "a0", "subscribe", "crm:staff")
+    model.record(2, T0, "a0", "optout", "esp:unsubscribe")
+    assert model.must_not_be_subscribed("a0")
+    model.record(3, T0 + timedelta(seconds=1), "a0", "subscribe", "esp:doi_confirmed", doi=True)
+    assert model.must_not_be_subscribed("a0") is None
+    # one second apart: the clocks cannot order it, so no claim that it must be kept
+    assert model.must_stay_subscribed("a0") is None
+
+
+def test_a_doi_confirmed_well_after_the_opt_out_must_be_kept_until_something_else_happens() -> None:
+    model = ReferenceModel()
+    model.record(1, T0, "a0", "optout", "crm:phone")
+    model.record(2, T0 + timedelta(seconds=30), "a0", "subscribe", "esp:doi_confirmed", doi=True)
+    assert model.must_stay_subscribed("a0")
+    model.touch(3, "a0", "esp:profile_edit")
+    assert model.must_stay_subscribed("a0"), "a profile edit is not a consent event"
+    model.touch(4, "a0", "esp:archive", status_change=True)
+    assert model.must_stay_subscribed("a0") is None
+
+
+def test_an_address_change_carries_the_opt_out_and_a_blocklist_entry_is_forever() -> None:
+    model = ReferenceModel()
+    model.record(1, T0, "a0", "optout", "crm:phone")
+    model.carry(2, T0, "a0", "a0x1", "crm:email_change")
+    assert model.must_not_be_subscribed("a0x1")
+    model.block(3, T0, "a1")
+    model.record(4, T0, "a1", "subscribe", "crm:staff")
+    assert model.must_not_be_subscribed("a1")
+
+
+def test_a_manual_unsubscribe_counts_only_once_a_push_ran_on_its_state() -> None:
+    model = ReferenceModel()
+    model.record(1, T0, "a0", "subscribe", "crm:staff")
+    model.decided_unsubscribe(2, T0, "a0")
+    model.touch(3, "a0", "esp:profile_edit")  # the state changed: the decision is stale
+    model.push_ran()
+    assert model.must_not_be_subscribed("a0") is None
+    model.decided_unsubscribe(4, T0, "a0")
+    model.push_ran()
+    assert model.must_not_be_subscribed("a0")
+
+
+def test_shrinking_finds_the_events_a_break_needs() -> None:
+    history = [(step, Event("crm_optout", (f"a{step}", "0"))) for step in range(1, 12)]
+    finding = Finding(3, Break("1", 12, 0, 3, "a4", "x"), history, 13, shrunk=False)
+    target = Target(finding, [step for step, _ in history])
+    needed = {4, 9}
+    for _ in range(60):
+        if target.done:
+            break
+        proposals = target.propose()
+        if target.done:
+            break
+        shows = Break("1", 12, 0, 3, "a4", "x")
+        target.hear([shows if needed <= set(p) else None for p in proposals])
+    assert target.done and target.kept == [4, 9]
+    assert [e.kind for e in target.events(target.kept) if e is not None] == ["crm_optout", "crm_optout"]
+    assert all(e is None or e.kind != NOOP for e in target.events(target.kept))
+
+
+@pytest.mark.simulation
+def test_fixed_seeds_keep_every_invariant(tmp_path: Path) -> None:
+    """The fixed seeds through the real loop (emulator, SQLite CRM, extraction, dbt, push).
+    A failure prints each break with its seed and history; replay one with
+    `mailbridge simulate --seed N --steps 16` (it shrinks the history)."""
+    report = simulate(CI_SEEDS, CI_STEPS, folder=tmp_path, batch_size=len(CI_SEEDS), shrink=False)
+    print(report.summary())
+    assert len(report.kinds_covered) >= 12, report.kinds_covered
+    assert not report.notes, report.notes
+    assert not report.findings, report.summary()
