@@ -29,12 +29,19 @@ def dbt_executable() -> str:
 
 
 def run_dbt_build(
-    warehouse: Path, target_path: Path, run_id: str = "manual", select: str | None = None
+    warehouse: Path,
+    target_path: Path,
+    run_id: str = "manual",
+    select: str | None = None,
+    unit_tests: bool | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`dbt build` of the project (or of the `select`ed models, their data tests but not the
-    unit tests) into `warehouse`, in its own process (dbt-duckdb keeps its connection open
-    in-process); the caller decides what a failure means."""
-    selection = ["--select", select, "--exclude-resource-type", "unit_test"] if select else []
+    """`dbt build` of the project (or of the `select`ed models and their data tests) into
+    `warehouse`, in its own process (dbt-duckdb keeps its connection open in-process); the
+    caller decides what a failure means. The unit tests of the rules run with a whole build
+    unless `unit_tests` is false: they do not read the warehouse."""
+    selection = ["--select", select] if select else []
+    if not (unit_tests if unit_tests is not None else select is None):
+        selection += ["--exclude-resource-type", "unit_test"]
     command = [
         dbt_executable(),
         "build",

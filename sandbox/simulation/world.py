@@ -4,7 +4,6 @@ interface, and mailbridge run through its public entry points."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
@@ -216,26 +215,9 @@ def write_config(folder: Path, base_url: str, lanes: Sequence[Lane], policy: dic
 def dbt_build(warehouse: Path, target_path: Path, run_id: str) -> subprocess.CompletedProcess[str]:
     """`dbt build` as a sync runs it (models and data tests), without the unit tests of the
     rules: they do not read the warehouse, and the default test suite runs them."""
-    from assets.project import DBT_PROJECT_DIR
-    from assets.resources import dbt_executable
+    from assets.resources import run_dbt_build
 
-    command = [
-        dbt_executable(),
-        "build",
-        "--project-dir",
-        str(DBT_PROJECT_DIR),
-        "--profiles-dir",
-        str(DBT_PROJECT_DIR),
-        "--target-path",
-        str(target_path),
-        "--vars",
-        json.dumps({"run_id": run_id}),
-        "--exclude-resource-type",
-        "unit_test",
-        "--quiet",
-    ]
-    env = {**os.environ, "MAILBRIDGE_WAREHOUSE": str(warehouse)}
-    return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    return run_dbt_build(warehouse, target_path, run_id, unit_tests=False)
 
 
 # ------------------------------------------------------------------ ESP writers for the push

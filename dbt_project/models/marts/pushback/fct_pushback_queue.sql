@@ -131,14 +131,7 @@ requested as (
 
     -- the policy's own action: it still runs when the request that replaces it is refused (a
     -- refused request changes nothing) or writes the other side
-    select
-        reconciliation_id, recommended_action as action, 'policy' as action_source,
-        cast(null as {{ dbt.type_string() }}) as decision_id, cast(null as {{ dbt.type_string() }}) as decided_by,
-        cast(null as {{ dbt.type_timestamp() }}) as decided_at, cast(null as {{ dbt.type_string() }}) as decision_note,
-        cast(null as {{ dbt.type_string() }}) as decided_on_fingerprint,
-        cast(null as {{ dbt.type_string() }}) as crm_target_status,
-        cast(null as {{ dbt.type_string() }}) as parent_action,
-        5 as precedence
+    {{ policy_request('recommended_action', 5) }}
     from chosen
     where action_source in ('manual', 'crm_task')
         and recommended_action not in ('none', 'await_decision')
@@ -147,28 +140,14 @@ requested as (
     union all
 
     -- the policy's compliance action, whatever else was asked for
-    select
-        reconciliation_id, recommended_action as action, 'policy' as action_source,
-        cast(null as {{ dbt.type_string() }}) as decision_id, cast(null as {{ dbt.type_string() }}) as decided_by,
-        cast(null as {{ dbt.type_timestamp() }}) as decided_at, cast(null as {{ dbt.type_string() }}) as decision_note,
-        cast(null as {{ dbt.type_string() }}) as decided_on_fingerprint,
-        cast(null as {{ dbt.type_string() }}) as crm_target_status,
-        cast(null as {{ dbt.type_string() }}) as parent_action,
-        4 as precedence
+    {{ policy_request('recommended_action', 4) }}
     from compliance
     where is_compliance
 
     union all
 
     -- a status that moved with an address change at the ESP: both go in one push
-    select
-        reconciliation_id, status_action as action, 'policy' as action_source,
-        cast(null as {{ dbt.type_string() }}) as decision_id, cast(null as {{ dbt.type_string() }}) as decided_by,
-        cast(null as {{ dbt.type_timestamp() }}) as decided_at, cast(null as {{ dbt.type_string() }}) as decision_note,
-        cast(null as {{ dbt.type_string() }}) as decided_on_fingerprint,
-        cast(null as {{ dbt.type_string() }}) as crm_target_status,
-        cast(null as {{ dbt.type_string() }}) as parent_action,
-        4 as precedence
+    {{ policy_request('status_action', 4) }}
     from candidates
     where status_action is not null
 
