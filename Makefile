@@ -27,7 +27,7 @@ lint: install
 	$(BIN)/mypy
 
 pytest: install
-	$(BIN)/pytest -n 2 --dist loadgroup $(ARGS)
+	$(BIN)/pytest -n 2 --dist loadfile $(ARGS)
 
 bench: install
 	$(BIN)/python -m bench.run $(ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,6 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from mailbridge.config import load_config
-from sandbox.crm_db import crm_tables
 from sandbox.mailchimp.app import MailchimpEmulator
 from sandbox.scenario import Scenario, load_scenario
 from sandbox.server import BackgroundServer
@@ -112,23 +111,34 @@ POSTGRES_URL = os.environ.get("MAILBRIDGE_TEST_POSTGRES_URL", "postgresql+psycop
 MARIADB_URL = os.environ.get("MAILBRIDGE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 
+def _server_url(base: str, name: str) -> str:
+    """`base` with its database (MariaDB) or search path (PostgreSQL) set to `name`."""
+    url = sa.engine.make_url(base)
+    if url.get_backend_name() == "postgresql":
+        return url.update_query_dict({"options": f"-csearch_path={name}"}).render_as_string(hide_password=False)
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def crm_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A CRM database: a SQLite file, and the machine's real PostgreSQL and MariaDB servers."""
-    url = {
-        "sqlite": f"sqlite:///{tmp_path / 'crm.sqlite'}",
-        "postgresql": POSTGRES_URL,
-        "mariadb": MARIADB_URL,
-    }[request.param]
-    yield url
-    if request.param != "sqlite":
-        # leave the shared test database as we found it
-        config = load_config(write_project_config(tmp_path, base_url=None, crm_url=url))
-        metadata = sa.MetaData()
-        crm_tables(config.crm, metadata)
-        engine = sa.create_engine(url)
-        metadata.drop_all(engine)
-        engine.dispose()
+    """A CRM database: a SQLite file, and the machine's real PostgreSQL and MariaDB servers,
+    each test in a schema (PostgreSQL) or database (MariaDB) of its own, dropped after it."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'crm.sqlite'}"
+        return
+    base = POSTGRES_URL if request.param == "postgresql" else MARIADB_URL
+    name = f"mb_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    statement = "schema" if request.param == "postgresql" else "database"
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f"create {statement} {name}"))
+        yield _server_url(base, name)
+    finally:
+        with admin.connect() as connection:
+            drop = f"drop schema {name} cascade" if request.param == "postgresql" else f"drop database {name}"
+            connection.execute(sa.text(drop))
+        admin.dispose()
 
 
 def crm_query(url: str, query: str) -> list[dict[str, Any]]:

@@ -111,11 +111,8 @@ def decided_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 pytestmark = pytest.mark.slow
-# the tests that read the one decided world run on one worker, so it is built once
-shares_the_decided_world = pytest.mark.xdist_group("compliance_decided_world")
 
 
-@shares_the_decided_world
 def test_a_profile_edit_at_the_esp_does_not_revive_a_crm_opt_out(decided_world: World) -> None:
     """Opted in at the ESP in January, out by phone in the CRM in June, a profile edit at the
     ESP in September: last_changed is no subscribe time, the CRM opt-out is the newer status."""
@@ -129,7 +126,6 @@ def test_a_profile_edit_at_the_esp_does_not_revive_a_crm_opt_out(decided_world: 
     assert row["esp_status_time_precision"] == "opt_in"
 
 
-@shares_the_decided_world
 def test_a_refused_decision_does_not_shadow_the_compliance_action(decided_world: World) -> None:
     # a blocklisted address still subscribed at the ESP: a transmit is refused, the unsubscribe runs
     assert decided_world.queue("gesperrt@beispiel.de") == {
@@ -143,7 +139,6 @@ def test_a_refused_decision_does_not_shadow_the_compliance_action(decided_world:
     }
 
 
-@shares_the_decided_world
 def test_duplicate_contacts_outside_the_list_follow_the_duplicate_rule(decided_world: World) -> None:
     undecided = decided_world.reconciliation("doppelt@beispiel.de")
     assert (undecided["result"], undecided["crm_contact_id"]) == ("new_in_list", "4")
@@ -157,7 +152,6 @@ def test_duplicate_contacts_outside_the_list_follow_the_duplicate_rule(decided_w
     assert {"code": "duplicate_contacts_undecided"} in events
 
 
-@shares_the_decided_world
 def test_a_transmit_of_an_address_the_crm_opted_out_is_refused(decided_world: World) -> None:
     assert decided_world.queue("crmabmeldung@beispiel.de") == {"transmit": ("manual", "refused")}
     (row,) = decided_world.rows(

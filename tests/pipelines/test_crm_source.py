@@ -15,7 +15,6 @@ from sandbox.generator import generate_scenario
 from tests.conftest import scenario_named, write_project_config
 
 # the PostgreSQL and MariaDB tests share one database and its table names: one worker runs them all
-pytestmark = pytest.mark.xdist_group("crm_servers")
 
 
 def crm_config(tmp_path: Path, url: str) -> MailbridgeConfig:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pytest
 import sqlalchemy as sa
 
 from mailbridge.config import MailbridgeConfig, load_config
@@ -23,7 +22,6 @@ SET_BY = "mailbridge:mailchimp:brand_main"
 ESP_TIME = datetime(2025, 6, 1, 12, 30, tzinfo=UTC)
 
 # the PostgreSQL and MariaDB tests share one database and its table names: one worker runs them all
-pytestmark = pytest.mark.xdist_group("crm_servers")
 
 
 def extracted_world(tmp_path: Path, url: str) -> tuple[MailbridgeConfig, dict[str, dict[str, Any]]]:
