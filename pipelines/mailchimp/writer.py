@@ -80,6 +80,7 @@ class MailchimpWriter:
         self.batch_size = min(batch_size, MAX_BATCH_MEMBERS)
         self.requests = 0
         self._requests_lock = threading.Lock()
+        self._refused: EspAccountError | None = None
 
     def write(
         self, list_id: str, writes: Sequence[EspWrite], on_batch: BatchCallback | None = None
@@ -144,14 +145,20 @@ class MailchimpWriter:
 
     def _request(self, method: str, path: str, json_body: Any = None) -> Any:
         """One request. Refused credentials (401/403) are the account's problem, not the
-        action's: they become EspAccountError instead of an outcome."""
+        action's: they become EspAccountError instead of an outcome, and once the account
+        was refused no other request of this writer is sent."""
         with self._requests_lock:
+            if self._refused is not None:
+                raise self._refused
             self.requests += 1
         try:
             return self.client.request_json(method, path, json_body=json_body)
         except EspApiError as error:
             if error.status in AUTH_STATUSES:
-                raise self._account_error(error) from error
+                refused = self._account_error(error)
+                with self._requests_lock:
+                    self._refused = self._refused or refused
+                raise refused from error
             raise
 
     def changed_since(self, list_id: str, since: datetime) -> set[str]:
