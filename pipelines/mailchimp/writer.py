@@ -279,6 +279,9 @@ class MailchimpWriter:
         except EspApiError as error:
             if error.retryable:
                 return WriteOutcome(write.action_id, "failed", "transient", str(error))
+            if error.status == 404 and write.action == "delete":
+                # archived already (or never there): what the delete asks for holds
+                return WriteOutcome(write.action_id, "sent", "already_archived", None)
             return WriteOutcome(write.action_id, "rejected", error_code(error), str(error))
         return WriteOutcome(write.action_id, "sent")
 

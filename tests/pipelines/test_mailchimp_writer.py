@@ -265,6 +265,17 @@ def test_delete_archives_and_permanent_delete_needs_the_flag(
     assert erased[0].status == "sent" and subscriber_hash("emil.neu@beispiel.de") not in members
 
 
+def test_deleting_a_member_archived_already_is_done_not_refused(
+    mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete asked for a member that the ESP archived meanwhile (Mailchimp answers 404):
+    what it asks for holds, so it is not rejected and sent again every push."""
+    writer = writer_for(mailchimp, monkeypatch)
+    writer.write("nl0001", [EspWrite("d", "delete", "carla.wolf@beispiel.de")])
+    (again,) = writer.write("nl0001", [EspWrite("d", "delete", "carla.wolf@beispiel.de")])
+    assert (again.status, again.error_code) == ("sent", "already_archived")
+
+
 def test_rate_limits_are_waited_out_and_transient_failures_reported(
     mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
