@@ -166,6 +166,7 @@ status_rules as (
 
 ),
 
+
 decided as (
 
     select
@@ -195,6 +196,22 @@ decided as (
         end as rule
 
     from status_rules
+
+),
+
+-- what each status rule asks for (the doi_pending rules ask for nothing or a decision)
+status_actions as (
+
+    select
+        *,
+        case
+            when status_rule in ('esp_optout_newer', 'esp_subscribe_newer', 'esp_confirmed_crm_pending', 'esp_status_newer')
+                then case when esp_status = 'bounced_hard' then 'mark_bounced' else 'set_status' end
+            when status_rule = 'crm_optout_newer' then 'unsubscribe'
+            when status_rule = 'crm_subscribe_newer' then 'start_doi'
+        end as status_rule_action
+
+    from decided
 
 ),
 
@@ -279,10 +296,8 @@ final as (
                 case when email_change_is_consent and crm_subscribed then 'change_address_transmit'
                     else 'change_address_doi' end
             when rule = 'email_changed_at_esp' then 'update_crm_email'
-            when rule in ('esp_optout_newer', 'esp_subscribe_newer', 'esp_confirmed_crm_pending', 'esp_status_newer')
-                then case when esp_status = 'bounced_hard' then 'mark_bounced' else 'set_status' end
-            when rule in ('crm_optout_newer', 'former_address_still_subscribed') then 'unsubscribe'
-            when rule = 'crm_subscribe_newer' then 'start_doi'
+            when rule = status_rule and status_rule_action is not null then status_rule_action
+            when rule = 'former_address_still_subscribed' then 'unsubscribe'
             when rule = 'fields_differ_crm_wins' then 'update_fields'
             when rule = 'fields_differ_esp_wins' then 'update_crm_fields'
             when rule in ('doi_pending_past_grace', 'fields_differ') then 'await_decision'
@@ -295,13 +310,7 @@ final as (
         end as recommended_action,
         -- an address changed at the ESP whose status moved too: the status rule's action goes
         -- with the address change, in the same push
-        case
-            when rule <> 'email_changed_at_esp' then null
-            when status_rule in ('esp_optout_newer', 'esp_subscribe_newer', 'esp_confirmed_crm_pending', 'esp_status_newer')
-                then case when esp_status = 'bounced_hard' then 'mark_bounced' else 'set_status' end
-            when status_rule = 'crm_optout_newer' then 'unsubscribe'
-            when status_rule = 'crm_subscribe_newer' then 'start_doi'
-        end as status_action,
+        case when rule = 'email_changed_at_esp' then status_rule_action end as status_action,
         nullif(concat_ws('; ',
             case when contact_note like 'duplicate_contacts_undecided%' then contact_note end,
             case when esp_records_with_key > 1 then concat(
@@ -319,7 +328,7 @@ final as (
         cast('{{ var("run_id") }}' as {{ dbt.type_string() }}) as run_id,
         {{ dbt.current_timestamp() }} as reconciled_at
 
-    from decided
+    from status_actions
 
 )
 
