@@ -618,8 +618,11 @@ def ui(
 
 @app.command()
 def simulate(
-    seed: Annotated[int | None, typer.Option(help="Replay one seed.")] = None,
-    seeds: Annotated[int, typer.Option(help="Run seeds 1..M (ignored with --seed).")] = 20,
+    seed: Annotated[
+        list[int] | None, typer.Option(help="Replay this seed (repeat the option for several, side by side).")
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Run M seeds, from --first on (ignored with --seed).")] = 20,
+    first: Annotated[int, typer.Option(help="The first seed of --seeds.")] = 1,
     steps: Annotated[int, typer.Option(help="Steps per seed (a closing sync → push → sync is added).")] = 30,
     batch: Annotated[int, typer.Option(help="Seeds side by side in one world.")] = 50,
     shrink: Annotated[bool, typer.Option(help="Shrink each kind of break to its shortest history.")] = True,
@@ -631,7 +634,7 @@ def simulate(
     from sandbox.simulation import simulate as run_simulation
 
     _quiet_libraries()
-    chosen = [seed] if seed is not None else list(range(1, seeds + 1))
+    chosen = list(seed) if seed else list(range(first, first + seeds))
     report = run_simulation(
         chosen,
         steps,
