@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from mailbridge.config import ConfigError, CrmConfig, FieldMapping, TableMapping
+from mailbridge.email_key import try_email_key
 from pipelines.crm import _as_utc, _reflect
 from pipelines.writers import WriteOutcome
 
@@ -303,14 +304,47 @@ class CrmWriter:
         self._check_contact(current, action)
         now = datetime.now(UTC)
         values = self._mapped("contacts", {"email": action.email_address, "modified_at": self._local(now)})
-        self._update_contact(connection, action, values)
-        if self.crm.email_history is not None:
-            history = self._table("email_history")
-            row = {"contact_id": self._id_value("contacts", action.crm_contact_id), "email": current[email_column]}
-            row["valid_to"] = self._local(now)
-            connection.execute(history.insert().values(self._mapped("email_history", row)))
+        # duplicate contacts of the list share the person's address, so they move with it: a
+        # duplicate left at the former address would be transmitted as a new member
+        moved = [(action.crm_contact_id, current[email_column])]
+        moved += self._list_duplicates(connection, action, current[email_column])
+        table = self._table("contacts")
+        for contact_id, former in moved:
+            connection.execute(
+                table.update()
+                .where(self._col("contacts", "contact_id") == self._id_value("contacts", contact_id))
+                .values(dict(values))
+            )
             self.statements += 1
+            if self.crm.email_history is not None:
+                history = self._table("email_history")
+                row = {"contact_id": self._id_value("contacts", contact_id), "email": former}
+                row["valid_to"] = self._local(now)
+                connection.execute(history.insert().values(self._mapped("email_history", row)))
+                self.statements += 1
         return None
+
+    def _list_duplicates(
+        self, connection: sa.Connection, action: CrmAction, address: Any
+    ) -> list[tuple[str | None, Any]]:
+        """The other contacts assigned to the action's list whose address has the same key,
+        with their address."""
+        if not isinstance(address, str) or not address.strip():
+            return []
+        key = try_email_key(address).key
+        if key is None:
+            return []
+        contact_id = self._col("contacts", "contact_id")
+        email = self._col("contacts", "email")
+        assigned = sa.select(self._col("assignments", "contact_id")).where(
+            self._col("assignments", "list_id") == action.crm_list_id
+        )
+        query = sa.select(contact_id, email).where(
+            sa.func.lower(sa.func.trim(email)) == address.strip().lower(),
+            contact_id != self._id_value("contacts", action.crm_contact_id),
+            contact_id.in_(assigned),
+        )
+        return [(str(row[0]), row[1]) for row in connection.execute(query) if try_email_key(row[1]).key == key]
 
     def _record_consent(self, connection: sa.Connection, action: CrmAction) -> str | None:
         if self.crm.consents is None:

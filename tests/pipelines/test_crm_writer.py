@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import polars as pl
 import sqlalchemy as sa
 
 from mailbridge.config import MailbridgeConfig, load_config
@@ -24,10 +25,16 @@ ESP_TIME = datetime(2025, 6, 1, 12, 30, tzinfo=UTC)
 # the PostgreSQL and MariaDB tests share one database and its table names: one worker runs them all
 
 
-def extracted_world(tmp_path: Path, url: str) -> tuple[MailbridgeConfig, dict[str, dict[str, Any]]]:
-    """The small scenario's CRM, extracted; returns what the sync saw per contact id."""
+def extracted_world(
+    tmp_path: Path, url: str, extra: dict[str, list[dict[str, Any]]] | None = None
+) -> tuple[MailbridgeConfig, dict[str, dict[str, Any]]]:
+    """The small scenario's CRM (plus `extra` rows by table), extracted; returns what the sync
+    saw per contact id."""
     config = load_config(write_project_config(tmp_path, base_url=None, crm_url=url))
-    write_crm(load_scenario(SCENARIOS / "small.yaml").tables, url, config.crm)
+    tables = load_scenario(SCENARIOS / "small.yaml").tables
+    for name, added in (extra or {}).items():
+        tables[name] = pl.concat([tables[name], pl.DataFrame(added, schema=tables[name].schema)])
+    write_crm(tables, url, config.crm)
     run = extraction_named(config, "crm", full_refresh=True, run_id="writer-test")
     run.pipeline.run(run.source)
     seen: dict[str, dict[str, Any]] = {}
@@ -128,6 +135,31 @@ def test_every_crm_action_is_written_with_time_and_author(tmp_path: Path, crm_ur
         (str(c["kontakt_id"]), c["art"], c["quelle"]) for c in rows(crm_url, "select * from einwilligungen")
     )
     assert consents == [("2", "decided", SET_BY), ("3", "esp_opt_in", SET_BY), (emil_id, "esp_opt_in", SET_BY)]
+
+
+def test_an_address_change_at_the_esp_moves_the_lists_duplicate_contacts_too(tmp_path: Path, crm_url: str) -> None:
+    # Anna has a duplicate in the list (5) and another outside it (6); the ESP moves Anna's
+    # address: a duplicate left at the former address would be transmitted as a new member
+    base = {"first_name": "Anna", "last_name": "Schmidt", "salutation": "Frau", "modified_at": None}
+    subscribed = {"status": "subscribed", "status_changed_at": ESP_TIME, "status_set_by": "web", "task": None}
+    config, seen = extracted_world(
+        tmp_path,
+        crm_url,
+        {
+            "crm_contacts": [
+                {"contact_id": 5, "email": "anna.schmidt@beispiel.de", **base},
+                {"contact_id": 6, "email": "ANNA.SCHMIDT@beispiel.de", **base},
+            ],
+            "crm_assignments": [{"contact_id": 5, "list_id": "NL", **subscribed}],
+        },
+    )
+    with CrmWriter(crm_url, config.crm, config.field_mappings) as writer:
+        outcomes = writer.apply([action(seen, "1", "update_crm_email", email_address="anna@neu.de")])
+    assert [(o.status, o.error_code) for o in outcomes] == [("sent", None)]
+    contacts = {str(r["kontakt_id"]): r["email_adresse"] for r in rows(crm_url, "select * from kontakte")}
+    assert (contacts["1"], contacts["5"], contacts["6"]) == ("anna@neu.de", "anna@neu.de", "ANNA.SCHMIDT@beispiel.de")
+    history = sorted((str(h["kontakt_id"]), h["email_adresse"]) for h in rows(crm_url, "select * from email_historie"))
+    assert history == [("1", "Anna.Schmidt@Beispiel.de"), ("5", "anna.schmidt@beispiel.de")]
 
 
 def test_a_row_changed_since_the_sync_is_skipped_as_stale(tmp_path: Path, crm_url: str) -> None:
