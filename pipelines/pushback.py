@@ -126,9 +126,12 @@ class QueuedAction:
         out = []
         for esp_action, address_field in EXPANSIONS[self.action]:
             # a write goes to the ESP member: an address changed in the CRM is still at the
-            # former address there, one changed at the ESP at the ESP's new address
+            # former address there (only a transmit or DOI makes the new one), one changed at
+            # the ESP at the ESP's new address
             at_former = address_field == "former_email_key" or (
-                esp_action == "unsubscribe" and self.rule == "email_changed_in_crm" and self.former_email_key
+                esp_action not in ("transmit", "start_doi")
+                and self.rule == "email_changed_in_crm"
+                and bool(self.former_email_key)
             )
             if at_former:
                 address = self.former_email_key

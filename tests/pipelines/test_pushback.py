@@ -12,7 +12,7 @@ from mailbridge.config import MailbridgeConfig
 from mailbridge.decisions import record_decision
 from mailbridge.export import export_crm_changes
 from pipelines.mailchimp.helpers import subscriber_hash
-from pipelines.pushback import push
+from pipelines.pushback import QueuedAction, push
 from pipelines.runner import run_extractions
 from tests.conftest import RunningEmulator, crm_query
 from tests.dbt.test_dbt_build import dbt_build, load_small_world
@@ -209,3 +209,34 @@ def test_the_dagster_push_asset_in_dry_run_reports_and_changes_nothing(
     with duckdb.connect(str(config.warehouse_path()), read_only=True) as db:
         assert db.execute("select count(*) from ops.pushback_outbox").fetchone() == (0,)
     project_config.cache_clear()
+
+
+def test_writes_for_an_address_changed_in_the_crm_go_to_the_esp_member_at_the_former_address() -> None:
+    # a task word asks for update_fields while the CRM address changed: the ESP member still
+    # has the former address, and the new one is not on the list
+    def queued(action: str) -> QueuedAction:
+        return QueuedAction(
+            action_id="a1",
+            list_link_id="newsletter_main",
+            esp_account="brand_main",
+            esp_list_id="nl0001",
+            email_key="anna@neu.de",
+            email_address="anna@neu.de",
+            former_email_key="anna@alt.de",
+            action=action,
+            action_source="crm_task",
+            rule="email_changed_in_crm",
+            crm_contact_id="1",
+            crm_list_id="NL",
+            crm_task="daten_uebermitteln",
+            first_name="Anna",
+            last_name=None,
+        )
+
+    def addresses(action: str) -> list[tuple[str, str]]:
+        return [(write.action, write.email_address) for write in queued(action).writes()]
+
+    assert addresses("update_fields") == [("update_fields", "anna@alt.de")]
+    assert addresses("unsubscribe") == [("unsubscribe", "anna@alt.de")]
+    assert addresses("delete") == [("delete", "anna@alt.de")]
+    assert addresses("change_address_doi") == [("unsubscribe", "anna@alt.de"), ("start_doi", "anna@neu.de")]
