@@ -40,6 +40,11 @@ EXPANSIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "change_address_transmit": (("unsubscribe", "former_email_key"), ("transmit", "email_address")),
 }
 
+# an action from these answers the row's CRM task word: once written, the word is cleared (a
+# decision made beside a task word supersedes it; an unsubscribe asked by the word wins over
+# the decision, in the queue)
+TASK_ANSWERING_SOURCES = ("crm_task", "manual")
+
 # attempts that are not made again: written, confirmed, refused for good, or skipped as stale
 DONE_STATUSES = "'sent', 'confirmed', 'rejected', 'stale'"
 
@@ -482,7 +487,7 @@ def _push_crm(
             row["email_key"],
             a.action,
             f"{a.action} {a.email_address} in the CRM",
-            a.crm_task if a.action_source == "crm_task" else None,
+            a.crm_task if a.action_source in TASK_ANSWERING_SOURCES else None,
         )
         for row, a in zip(rows, actions, strict=True)
     ]
@@ -626,7 +631,7 @@ def _planned(action: QueuedAction) -> tuple[str, str, str, str, str, str | None]
     )
     if action.action == "delete_permanent":
         summary += " (irreversible: the ESP erases the member and its history)"
-    task = action.crm_task if action.action_source == "crm_task" else None
+    task = action.crm_task if action.action_source in TASK_ANSWERING_SOURCES else None
     return (action.action_id, action.list_link_id, action.email_key, action.action, summary, task)
 
 
