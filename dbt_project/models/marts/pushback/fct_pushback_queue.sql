@@ -78,17 +78,22 @@ candidates as (
 
 ),
 
--- the action asked for: a manual decision, else the CRM's task word, else the policy
+-- the action asked for: a manual decision, else the CRM's task word, else the policy. A
+-- decision answers the task word beside it (the word is cleared when the decision's action is
+-- written), except a word asking for an unsubscribe: the opt-out wins, and the decision, made
+-- on a state the unsubscribe changes, goes stale
 chosen as (
 
     select
         *,
         case
+            when task_action = 'unsubscribe' and coalesce(decided_action, '') <> 'unsubscribe' then 'crm_task'
             when decision_id is not null then 'manual'
             when task_action is not null then 'crm_task'
             when recommended_action not in ('none', 'await_decision') then 'policy'
         end as action_source,
         case
+            when task_action = 'unsubscribe' and coalesce(decided_action, '') <> 'unsubscribe' then task_action
             when decision_id is not null then decided_action
             when task_action is not null then task_action
             when recommended_action not in ('none', 'await_decision') then recommended_action

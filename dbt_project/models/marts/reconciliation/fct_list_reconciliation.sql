@@ -155,10 +155,15 @@ status_rules as (
             when esp_subscribed and not crm_subscribed then
                 case when crm_not_older then 'crm_optout_newer' else 'esp_subscribe_newer' end
             -- both subscribed or both not, in different words (unsubscribed vs bounced_hard): the
-            -- ESP's word is newer only by a real status time; an upper bound moves with any edit
-            -- (a hard bounce is always taken: the address is undeliverable)
+            -- ESP's word is newer only by a real status time; an upper bound moves with any edit.
+            -- A hard bounce dated by an upper bound is taken too (the address is undeliverable),
+            -- but not over a CRM opt-out: that is the stronger word, and an edit at the ESP
+            -- (even the push's own) would otherwise flip it
             when esp_newer_strictly
-                and (coalesce(esp_status_time_precision, 'upper_bound') <> 'upper_bound' or esp_status = 'bounced_hard')
+                and (
+                    coalesce(esp_status_time_precision, 'upper_bound') <> 'upper_bound'
+                    or (esp_status = 'bounced_hard' and crm_status <> 'unsubscribed')
+                )
                 then 'esp_status_newer'
         end as status_rule
 
