@@ -158,9 +158,18 @@ class CrmWriter:
         removed = 0
         with self.engine.begin() as connection:
             for contact_id, list_id in pairs:
-                result = connection.execute(table.delete().where(*self._assignment_key(table, contact_id, list_id)))
-                removed += result.rowcount or 0
-        self.statements += len(pairs)
+                # the list's duplicate contacts of the address go too: one left assigned would
+                # bring the deleted member back as a status to take
+                address = connection.execute(
+                    sa.select(self._col("contacts", "email")).where(
+                        self._col("contacts", "contact_id") == self._id_value("contacts", contact_id)
+                    )
+                ).scalar()
+                duplicates = [found for found, _ in self._list_duplicates(connection, list_id, contact_id, address)]
+                for each in [contact_id, *duplicates]:
+                    result = connection.execute(table.delete().where(*self._assignment_key(table, each, list_id)))
+                    removed += result.rowcount or 0
+                    self.statements += 1
         return removed
 
     # ------------------------------------------------------------------ one action
@@ -307,7 +316,7 @@ class CrmWriter:
         # duplicate contacts of the list share the person's address, so they move with it: a
         # duplicate left at the former address would be transmitted as a new member
         moved = [(action.crm_contact_id, current[email_column])]
-        moved += self._list_duplicates(connection, action, current[email_column])
+        moved += self._list_duplicates(connection, action.crm_list_id, action.crm_contact_id, current[email_column])
         table = self._table("contacts")
         for contact_id, former in moved:
             connection.execute(
@@ -325,10 +334,10 @@ class CrmWriter:
         return None
 
     def _list_duplicates(
-        self, connection: sa.Connection, action: CrmAction, address: Any
+        self, connection: sa.Connection, crm_list_id: str, crm_contact_id: str | None, address: Any
     ) -> list[tuple[str | None, Any]]:
-        """The other contacts assigned to the action's list whose address has the same key,
-        with their address."""
+        """The other contacts assigned to the list whose address has the same key, with their
+        address."""
         if not isinstance(address, str) or not address.strip():
             return []
         key = try_email_key(address).key
@@ -337,11 +346,11 @@ class CrmWriter:
         contact_id = self._col("contacts", "contact_id")
         email = self._col("contacts", "email")
         assigned = sa.select(self._col("assignments", "contact_id")).where(
-            self._col("assignments", "list_id") == action.crm_list_id
+            self._col("assignments", "list_id") == crm_list_id
         )
         query = sa.select(contact_id, email).where(
             sa.func.lower(sa.func.trim(email)) == address.strip().lower(),
-            contact_id != self._id_value("contacts", action.crm_contact_id),
+            contact_id != self._id_value("contacts", crm_contact_id),
             contact_id.in_(assigned),
         )
         return [(str(row[0]), row[1]) for row in connection.execute(query) if try_email_key(row[1]).key == key]

@@ -162,6 +162,25 @@ def test_an_address_change_at_the_esp_moves_the_lists_duplicate_contacts_too(tmp
     assert history == [("1", "Anna.Schmidt@Beispiel.de"), ("5", "anna.schmidt@beispiel.de")]
 
 
+def test_a_member_deleted_at_the_esp_takes_the_lists_duplicate_assignments_along(tmp_path: Path, crm_url: str) -> None:
+    # Anna (1) has a duplicate in the list (5): left assigned, it would bring the deleted member
+    # back as an ESP status to take
+    base = {"first_name": "Anna", "last_name": "Schmidt", "salutation": "Frau", "modified_at": None}
+    subscribed = {"status": "subscribed", "status_changed_at": ESP_TIME, "status_set_by": "web", "task": None}
+    config, _ = extracted_world(
+        tmp_path,
+        crm_url,
+        {
+            "crm_contacts": [{"contact_id": 5, "email": "anna.schmidt@beispiel.de", **base}],
+            "crm_assignments": [{"contact_id": 5, "list_id": "NL", **subscribed}],
+        },
+    )
+    with CrmWriter(crm_url, config.crm, config.field_mappings) as writer:
+        assert writer.remove_assignments([("1", "NL")]) == 2
+    left = sorted(str(r["kontakt_id"]) for r in rows(crm_url, "select * from verteiler_zuordnungen"))
+    assert left == ["2", "4"]
+
+
 def test_a_row_changed_since_the_sync_is_skipped_as_stale(tmp_path: Path, crm_url: str) -> None:
     config, seen = extracted_world(tmp_path, crm_url)
     # a CRM user works on Bernd and Anna after the sync
