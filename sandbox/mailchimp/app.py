@@ -595,6 +595,7 @@ class MailchimpEmulator:
         if new_id in mailchimp_list.members:
             raise MailchimpError(400, "Member Exists", f"{new_address} is already a list member.")
         del mailchimp_list.members[member.id]
+        mailchimp_list.moved_contact_ids.add(member.contact_id)
         member.id = new_id
         member.email_address = str(new_address).strip()
         member.unique_email_id = new_id[:10]

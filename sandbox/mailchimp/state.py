@@ -96,6 +96,9 @@ class MailchimpList:
     date_created: datetime
     members: dict[str, Member] = field(default_factory=dict)
     forgotten: set[str] = field(default_factory=set)
+    # contact ids in use by members that moved to another address: a new member at the former
+    # address is another contact, with an id of its own
+    moved_contact_ids: set[str] = field(default_factory=set)
     version: int = 0
     _views: dict[tuple[Any, ...], list[str]] = field(default_factory=dict)
 
@@ -277,13 +280,18 @@ class MailchimpState:
 
     def new_member(self, mailchimp_list: MailchimpList, email_address: str, status: str, **fields: Any) -> Member:
         member_id = subscriber_hash(email_address)
+        contact_id = hashlib.md5(("contact:" + member_id).encode()).hexdigest()
+        suffix = 0
+        while contact_id in mailchimp_list.moved_contact_ids:
+            suffix += 1
+            contact_id = hashlib.md5(f"contact:{member_id}:{suffix}".encode()).hexdigest()
         member = Member(
             id=member_id,
             email_address=email_address.strip(),
             status=status,
             list_id=mailchimp_list.id,
             unique_email_id=member_id[:10],
-            contact_id=hashlib.md5(("contact:" + member_id).encode()).hexdigest(),
+            contact_id=contact_id,
             **fields,
         )
         mailchimp_list.members[member_id] = member

@@ -278,3 +278,15 @@ def test_fault_injection_is_seeded_and_logged(mailchimp: RunningEmulator) -> Non
     assert injected["429"] > 0 and injected["5xx"] > 0
     log = httpx.get(f"{mailchimp.server.url}/_sandbox/requests").json()["requests"]
     assert len(log) >= 80 and any(entry["fault"] == "truncated" for entry in log)
+
+
+def test_a_new_member_at_a_moved_members_former_address_is_another_contact(api: httpx.Client) -> None:
+    # the member keeps its contact_id when its address changes; whoever subscribes at the
+    # former address later is another contact, with an id of its own
+    anna = subscriber_hash("anna.schmidt@beispiel.de")
+    before = api.get(f"lists/nl0001/members/{anna}").json()
+    moved = api.patch(f"lists/nl0001/members/{anna}", json={"email_address": "anna@neu.de"})
+    assert moved.status_code == 200 and moved.json()["contact_id"] == before["contact_id"]
+    again = api.post("lists/nl0001/members", json={"email_address": "anna.schmidt@beispiel.de", "status": "pending"})
+    assert again.status_code == 200
+    assert again.json()["contact_id"] not in (before["contact_id"], "")
