@@ -159,9 +159,12 @@ requested as (
     union all
 
     -- a person's request brings both sides to it in one push: an unsubscribe sets the CRM
-    -- assignment to unsubscribed, a DOI for an opted-out contact to pending
+    -- assignment to unsubscribed (or makes one, for a contact on no list: the ESP member comes
+    -- back unsubscribed), a DOI for an opted-out contact to pending
     select
-        reconciliation_id, 'set_status' as action, action_source, decision_id, decided_by, decided_at,
+        reconciliation_id,
+        case when crm_status is null then 'create_assignment' else 'set_status' end as action,
+        action_source, decision_id, decided_by, decided_at,
         decision_note, decided_on_fingerprint,
         case action when 'unsubscribe' then 'unsubscribed' else 'pending' end as crm_target_status,
         action as parent_action,
@@ -170,7 +173,7 @@ requested as (
     where action_source in ('manual', 'crm_task')
         and crm_contact_id is not null
         and (
-            (action = 'unsubscribe' and crm_status in ('subscribed', 'bounced_soft', 'pending'))
+            (action = 'unsubscribe' and (crm_status is null or crm_status in ('subscribed', 'bounced_soft', 'pending')))
             or (action = 'start_doi' and crm_status in ('unsubscribed', 'bounced_hard', 'bounced'))
         )
 
