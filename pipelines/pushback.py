@@ -291,6 +291,7 @@ def push(
                 if crm_actions:
                     changed = _esp_members_changed(db, config, crm_actions, writer_factory, report)
                     _push_crm(db, writer, crm_rows, crm_actions, run_id, report, changed)
+                record_refused_tasks(db, run_id)
                 report.tasks_cleared = clear_executed_tasks(db, writer)
                 report.assignments_removed = writer.remove_assignments(report.deleted_at_esp)
             finally:
@@ -518,14 +519,58 @@ def _account_refused(db: duckdb.DuckDBPyConnection, attempts: dict[str, str], me
     _record(db, [(attempt_id, outcome) for attempt_id in attempts.values()])
 
 
-EXECUTED_TASKS = """
+# a task word is answered when its action was sent, or when the compliance rules refused it
+# (recorded as rejected, `refused`): either way the word is cleared
+def task_answered(alias: str = "") -> str:
+    """The outbox rows that answer their task word, as SQL."""
+    return f"({alias}status in ('sent', 'confirmed') or ({alias}status = 'rejected' and {alias}error_code = 'refused'))"
+
+
+EXECUTED_TASKS = f"""
     select distinct outbox.list_link_id, outbox.email_key, outbox.crm_task,
         reconciliation.crm_contact_id, reconciliation.crm_list_id
     from ops.pushback_outbox as outbox
     inner join marts.fct_list_reconciliation as reconciliation
         on outbox.list_link_id = reconciliation.list_link_id and outbox.email_key = reconciliation.email_key
-    where outbox.crm_task is not null and outbox.status in ('sent', 'confirmed') and outbox.task_cleared_at is null
+    where outbox.crm_task is not null and {task_answered("outbox.")} and outbox.task_cleared_at is null
 """
+
+REFUSED_TASKS = f"""
+    select queue.action_id, queue.list_link_id, queue.email_key, queue.action, queue.email_address,
+        queue.queue_reason, reconciliation.crm_task, queue.target
+    from marts.fct_pushback_queue as queue
+    inner join marts.fct_list_reconciliation as reconciliation
+        on queue.list_link_id = reconciliation.list_link_id and queue.email_key = reconciliation.email_key
+    where queue.queue_status = 'refused' and queue.action_source = 'crm_task' and queue.crm_target_status is null
+        and reconciliation.crm_task is not null
+        and queue.action_id not in (select action_id from ops.pushback_outbox where status in ({DONE_STATUSES}))
+"""
+
+
+def record_refused_tasks(db: duckdb.DuckDBPyConnection, run_id: str) -> int:
+    """A task word the compliance rules refused is answered: its refusal goes into the outbox
+    (rejected, `refused`, with the reason) and the word is cleared with the executed ones. Kept,
+    it would run unasked in a later push once the state that refused it has changed (a DOI
+    asked before a newer opt-out, sent after the opt-out reached the ESP)."""
+    rows = db.execute(REFUSED_TASKS).fetchall()
+    if not rows:
+        return 0
+    attempts: dict[str, str] = {}
+    for target in sorted({row[7] for row in rows}):
+        planned = [
+            (action_id, link, key, action, f"{action} {address} (asked by the CRM task word {task!r})", task)
+            for action_id, link, key, action, address, _, task, row_target in rows
+            if row_target == target
+        ]
+        attempts |= _plan(db, planned, run_id, target)
+    _record(
+        db,
+        [
+            (attempts[action_id], WriteOutcome(action_id, "rejected", "refused", reason))
+            for action_id, _, _, _, _, reason, _, _ in rows
+        ],
+    )
+    return len(rows)
 
 
 def clear_executed_tasks(db: duckdb.DuckDBPyConnection, writer: CrmWriter) -> int:
@@ -537,9 +582,9 @@ def clear_executed_tasks(db: duckdb.DuckDBPyConnection, writer: CrmWriter) -> in
     cleared = writer.clear_tasks(tasks)
     if executed:
         db.execute(
-            """
+            f"""
             update ops.pushback_outbox set task_cleared_at = ?
-            where crm_task is not null and status in ('sent', 'confirmed') and task_cleared_at is null
+            where crm_task is not null and {task_answered()} and task_cleared_at is null
                 and concat(list_link_id, '|', email_key) in (select unnest(?::varchar[]))
             """,
             [_now(), [f"{row[0]}|{row[1]}" for row in executed]],

@@ -10,6 +10,7 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from mailbridge.config import MailbridgeConfig, load_config
 from mailbridge.decisions import record_decision
@@ -237,3 +238,32 @@ def test_a_crm_subscribe_taken_from_the_esp_waits_when_the_member_changed_since_
     assert crm_query(world.crm_url, "select * from verteiler_zuordnungen where kontakt_id in (4, 5)") == []
     world.sync()
     assert world.reconciliation("doppelt@beispiel.de")["esp_status"] == "unsubscribed"
+
+
+def test_a_refused_task_word_is_answered_and_cleared_not_run_once_the_state_changes(world: World) -> None:
+    """A DOI asked by task word for a member still subscribed at the ESP is refused, while the
+    CRM's newer phone opt-out goes out. Kept in the CRM, the word ran in the next push, once
+    the unsubscribe had changed the state, and mailed a DOI to the person who had opted out."""
+    engine = sa.create_engine(world.crm_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("update verteiler_zuordnungen set aufgabe = 'doi_starten' where kontakt_id = 1"))
+    engine.dispose()
+    world.sync()
+    assert world.queue("profil@beispiel.de") == {
+        "start_doi": ("crm_task", "refused"),
+        "set_status": ("crm_task", "refused"),  # its CRM half (pending) stands or falls with it
+        "unsubscribe": ("policy", "ready"),
+    }
+    push(world.config, run_id="push-1")
+    assert world.member("profil@beispiel.de").status == "unsubscribed"
+    assert world.assignment(1)["aufgabe"] is None
+    (refusal,) = world.rows(
+        "select status, error_code, crm_task from ops.pushback_outbox "
+        "where email_key = 'profil@beispiel.de' and action = 'start_doi'"
+    )
+    assert refusal == {"status": "rejected", "error_code": "refused", "crm_task": "doi_starten"}
+    world.sync()
+    assert world.queue("profil@beispiel.de") == {}
+    again = push(world.config, run_id="push-2")
+    assert not [key for key in again.counts if key[1] == "start_doi"]
+    assert world.member("profil@beispiel.de").status == "unsubscribed"
