@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG_FILE = "mailbridge.yaml"
 CONFIG_ENV = "MAILBRIDGE_CONFIG"
@@ -27,6 +28,28 @@ CANONICAL_STATUSES = (
 
 # actions a CRM user can ask for in the assignment's task column
 TASK_ACTIONS = ("transmit", "start_doi", "unsubscribe", "update_fields", "delete", "set_status")
+
+
+# a CRM table or column name: letters (any script), digits, _ and $, words joined by one space
+# or hyphen, at most 63 characters (PostgreSQL's limit, the lowest of the supported CRMs).
+# Names are always quoted in SQL; this keeps quotes, semicolons, comment markers and invisible
+# characters out of the mapping altogether, so a typo or a pasted statement is refused early
+SQL_NAME = re.compile(r"[\w$]+(?:[ -][\w$]+)*")
+SQL_NAME_MAX_LENGTH = 63
+
+
+def check_sql_name(value: str) -> str:
+    """`value` if it is a usable CRM table or column name; else ValueError saying why."""
+    if not SQL_NAME.fullmatch(value) or len(value) > SQL_NAME_MAX_LENGTH:
+        raise ValueError(
+            f"{value!r} is not a table or column name mailbridge accepts: use letters, digits, _ and $, "
+            f"words joined by one space or hyphen, at most {SQL_NAME_MAX_LENGTH} characters "
+            "(no quotes, semicolons, comments or invisible characters)"
+        )
+    return value
+
+
+SqlName = Annotated[str, AfterValidator(check_sql_name)]
 
 
 class ConfigError(Exception):
@@ -78,8 +101,8 @@ class ListLink(_Strict):
 class TableMapping(_Strict):
     """Where one CRM entity lives: its table and the column behind each canonical field."""
 
-    table: str
-    columns: dict[str, str]
+    table: SqlName
+    columns: dict[str, SqlName]
 
 
 class CrmConfig(_Strict):
@@ -177,7 +200,7 @@ class FieldMapping(_Strict):
     """A custom CRM contact column mapped to an ESP attribute (Mailchimp: a merge tag)."""
 
     name: Identifier
-    crm_column: str
+    crm_column: SqlName
     esp_field: str
     type: Literal["text", "integer", "decimal", "boolean", "datetime"] = "text"
 

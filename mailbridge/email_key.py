@@ -10,6 +10,43 @@ from functools import lru_cache
 import pyarrow as pa
 from email_validator import EmailNotValidError, validate_email
 
+# only ASCII white space is trimmed: anything else around an address (a no-break space, a
+# control character) is refused, never silently dropped into another address's key
+TRIMMED = " \t\r\n"
+LOCAL_PART_MAX_OCTETS = 64  # RFC 5321 4.5.3.1.1, counted in UTF-8 for SMTPUTF8 (RFC 6531)
+# Unicode's Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt) and the braille
+# blank: characters that render as nothing. IDNA silently drops some of them from a domain,
+# which would give the address the key of the clean one; a local part would get a key that
+# looks like another's. Either way the address is refused.
+INVISIBLE_RANGES = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x2800, 0x2800),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+# scripts that may share one domain label or local-part atom (UTS #39 "highly restrictive"):
+# Japanese, Chinese and Korean writing mix scripts, and each may mix with Latin; any other
+# mix (Latin with Cyrillic or Greek look-alikes) is refused
+SCRIPT_MIXES = (
+    frozenset({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}),
+    frozenset({"LATIN", "HAN", "BOPOMOFO"}),
+    frozenset({"LATIN", "HAN", "HANGUL"}),
+)
+
 
 class InvalidEmail(ValueError):
     """An address that is not valid syntax; `reason` says why."""
@@ -34,15 +71,72 @@ def email_key(address: str) -> str:
     """
     if not isinstance(address, str):
         raise InvalidEmail(repr(address), "not a string")
-    candidate = unicodedata.normalize("NFC", address.strip())
+    candidate = unicodedata.normalize("NFC", address.strip(TRIMMED))
     if not candidate:
         raise InvalidEmail(address, "the address is empty")
+    hidden = _hidden_character(candidate)
+    if hidden is not None:
+        raise InvalidEmail(address, hidden)
     try:
-        validated = validate_email(candidate, check_deliverability=False, allow_smtputf8=True)
+        # strict: the local part's RFC 5321 length limit too; quoted local parts, comments and
+        # IP-literal domains stay refused (email_validator's defaults): no ESP takes them
+        validated = validate_email(candidate, check_deliverability=False, allow_smtputf8=True, strict=True)
     except EmailNotValidError as error:
         raise InvalidEmail(address, str(error)) from None
+    octets = len(validated.local_part.encode("utf-8"))
+    if octets > LOCAL_PART_MAX_OCTETS:
+        raise InvalidEmail(
+            address,
+            f"The email address is too long before the @-sign ({octets} bytes, at most {LOCAL_PART_MAX_OCTETS}).",
+        )
+    for kind, parts in (
+        ("part before the @-sign", validated.local_part.split(".")),
+        ("domain label", validated.domain.split(".")),
+    ):
+        for part in parts:
+            mixed = _mixed_scripts(part)
+            if mixed is not None:
+                raise InvalidEmail(
+                    address, f"The {kind} {part!r} mixes {mixed} letters, a look-alike of another address."
+                )
     local_part = unicodedata.normalize("NFC", validated.local_part).lower()
     return f"{local_part}@{validated.ascii_domain.lower()}"
+
+
+def _hidden_character(text: str) -> str | None:
+    """Why `text` holds a character no reader can see (invisible, or a control), or None."""
+    if text.isascii() and text.isprintable():
+        return None
+    for char in text:
+        code = ord(char)
+        category = unicodedata.category(char)
+        if category == "Cc":
+            return f"The email address contains a control character: U+{code:04X}."
+        if category in ("Cf", "Zl", "Zp") or any(low <= code <= high for low, high in INVISIBLE_RANGES):
+            name = unicodedata.name(char, "unnamed")
+            return f"The email address contains an invisible character: U+{code:04X} {name}."
+    return None
+
+
+def _script(char: str) -> str | None:
+    """The script of a letter, from its Unicode name; None for what every script uses
+    (digits, hyphens, combining marks, length marks)."""
+    if not char.isalpha():
+        return None
+    words = unicodedata.name(char, "").split()
+    while words and words[0] in ("FULLWIDTH", "HALFWIDTH"):
+        words = words[1:]
+    if not words or words[0] == "MODIFIER" or "-" in words[0]:
+        return None
+    return "HAN" if words[0] in ("CJK", "IDEOGRAPHIC") else words[0]
+
+
+def _mixed_scripts(part: str) -> str | None:
+    """'Latin and Cyrillic' when one label or atom mixes scripts no language mixes, else None."""
+    scripts = {script for script in map(_script, part) if script is not None}
+    if len(scripts) <= 1 or any(scripts <= allowed for allowed in SCRIPT_MIXES):
+        return None
+    return " and ".join(sorted(script.title() for script in scripts))
 
 
 @lru_cache(maxsize=2_000_000)

@@ -1,7 +1,8 @@
 """CSV export of the CRM changes the queue holds, for CRMs mailbridge may not write to.
 
 RFC 4180 (CRLF, quotes doubled where needed) and safe against formula injection: a cell that
-a spreadsheet would run (starting with = + - @, tab or CR) is prefixed with an apostrophe.
+a spreadsheet would run (starting with = + - @, tab, CR, LF or NUL, also after leading spaces)
+is prefixed with an apostrophe.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
 COLUMNS = (
     "action_id",
     "action",
@@ -31,7 +32,8 @@ COLUMNS = (
 def safe_cell(value: Any) -> str:
     """The cell as text no spreadsheet will evaluate."""
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    # some spreadsheets trim leading spaces before they look for a formula
+    return "'" + text if text.lstrip(" ").startswith(FORMULA_STARTS) else text
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:

@@ -18,6 +18,7 @@ from dlt.sources import DltResource
 
 from mailbridge.config import ConfigError, CrmConfig, FieldMapping, TableMapping
 from mailbridge.email_key import blocklist_keys, with_email_key
+from pipelines.crm.values import ESP_TEXT_FIELDS, value_problems
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -136,6 +137,7 @@ def crm_source(
     """
     zone = ZoneInfo(crm.timezone)
     statuses = crm.status_values
+    esp_text = {*ESP_TEXT_FIELDS, *(m.name for m in field_mappings if m.type == "text")}
 
     def read(entity: str) -> Iterator[pa.Table]:
         mapping: TableMapping = getattr(crm, entity)
@@ -143,6 +145,9 @@ def crm_source(
         if entity == "assignments":
             fields["crm_status_value"] = pa.string()
         schema = pa.schema(list(fields.items()))
+        text_fields = [field for field in _text_fields(entity) if field in fields]
+        if entity == "contacts":
+            text_fields += [m.name for m in field_mappings if m.type == "text"]
         started_at = datetime.now(UTC)
         rows_read = rows_rejected = values_rejected = 0
         rejected: list[dict[str, Any]] = []
@@ -172,6 +177,10 @@ def crm_source(
                         record = row._asdict()
                         raw = dict(record)
                         problems = _normalise(entity, record, statuses, zone)
+                        problems += [
+                            Problem(field, reason, rejects_row=False)
+                            for field, reason in value_problems(entity, record, text_fields, esp_text, crm.task_values)
+                        ]
                         row_kept = not any(problem.rejects_row for problem in problems)
                         row_key = "/".join(str(raw.get(key)) for key in PRIMARY_KEYS[entity])
                         # one log row per field, so two bad values of one row never share a key
@@ -237,6 +246,13 @@ def crm_source(
     for entity in ("contacts", "lists", "assignments", "blocklist", "email_history"):
         if getattr(crm, entity) is not None:
             yield resource(entity)
+
+
+def _text_fields(entity: str) -> list[str]:
+    """The free-text fields of an entity: not its keys, addresses or status words, which have
+    checks of their own."""
+    checked = {*PRIMARY_KEYS[entity], "email", "status", "crm_status_value"}
+    return [field for field, dtype in FIELDS[entity].items() if dtype == pa.string() and field not in checked]
 
 
 def _row_hashes(table: pa.Table) -> pa.Array:

@@ -1,0 +1,1 @@
+"""The chaos suite: mailbridge under bad input and faults."""
