@@ -133,6 +133,8 @@ def _script(char: str) -> str | None:
 
 def _mixed_scripts(part: str) -> str | None:
     """'Latin and Cyrillic' when one label or atom mixes scripts no language mixes, else None."""
+    if part.isascii():
+        return None
     scripts = {script for script in map(_script, part) if script is not None}
     if len(scripts) <= 1 or any(scripts <= allowed for allowed in SCRIPT_MIXES):
         return None
