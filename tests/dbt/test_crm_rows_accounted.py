@@ -84,13 +84,13 @@ def test_bad_crm_rows_are_each_an_event_and_every_row_read_is_accounted_for(
             "order by code, detail"
         ).fetchall()
         accounted = db.execute(
-            "select entity, outcome, row_count from marts.fct_crm_row_accounting where run_id = ? order by entity, outcome",
+            "select entity, outcome, row_count from marts.fct_crm_row_accounting "
+            "where run_id = ? order by entity, outcome",
             [RUN_ID],
         ).fetchall()
         read = dict(db.execute("select entity, rows_read from raw_crm.extractions").fetchall())
-        blocked = db.execute(
-            "select count(*) from marts.fct_list_reconciliation where result = 'blocked'"
-        ).fetchone()[0]
+        blocked = db.execute("select count(*) from marts.fct_list_reconciliation where result = 'blocked'")
+        blocked_count = blocked.fetchone()[0]
     assert len({event[0] for event in events}) == len(events) == 7
     rejected = [(severity, message) for _, severity, code, _, _, message, _ in events if code == "crm_row_rejected"]
     assert [severity for severity, _ in rejected] == ["error"] * 6
@@ -109,7 +109,7 @@ def test_bad_crm_rows_are_each_an_event_and_every_row_read_is_accounted_for(
             "2 assignment rows: abgemeldet (unsubscribed) since 2025-06-01 09:00:00+00 by telefon, task -",
         )
     ]
-    assert blocked == 4  # the *@beispiel.de entry is enforced
+    assert blocked_count == 4  # the *@beispiel.de entry is enforced
     assert accounted == [
         ("assignments", "list_not_linked", 1),
         ("assignments", "reconciled", 3),
@@ -135,8 +135,7 @@ def test_an_event_log_left_with_shared_ids_is_repaired_by_the_next_build(
         # what an earlier build whose ids collided left behind: the same event twice, and a
         # different event under the same id
         db.execute(
-            "insert into marts.fct_sync_event_log select * from marts.fct_sync_event_log "
-            "where code = 'new_contact'"
+            "insert into marts.fct_sync_event_log select * from marts.fct_sync_event_log where code = 'new_contact'"
         )
         db.execute(
             "insert into marts.fct_sync_event_log select event_id, run_id, logged_at, severity, code, "
