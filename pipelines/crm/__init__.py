@@ -250,11 +250,9 @@ def crm_source(
         finally:
             engine.dispose()
         # yielded even when empty, so the log table always exists
-        yield _log_row(
-            pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA),
-            "rejected_rows",
-            ("run_id", "entity", "row_number", "field"),
-        )
+        # a row is told apart by run, entity, row_number and field; no key hint, since dlt would
+        # make row_number NOT NULL and fail on the rows of warehouses that predate it
+        yield _log_row(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), "rejected_rows", ())
         record = {
             "run_id": run_id,
             "entity": entity,
@@ -356,7 +354,7 @@ def _json_value(value: Any) -> Any:
 
 def _log_row(table: pa.Table, table_name: str, primary_key: tuple[str, ...]) -> Any:
     """Route rows to an append-only log table beside the entity's own (replaced) table."""
-    hints = dlt.mark.make_hints(table_name=table_name, write_disposition="append", primary_key=primary_key)
+    hints = dlt.mark.make_hints(table_name=table_name, write_disposition="append", primary_key=list(primary_key))
     return dlt.mark.with_hints(table, hints, create_table_variant=True)
 
 

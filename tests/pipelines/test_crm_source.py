@@ -504,3 +504,24 @@ def test_a_blocklist_entry_that_is_no_address_or_domain_pattern_is_rejected(tmp_
         ("*@ex ample.com", "email", False),
     ]
     assert all("neither an address nor a *@domain pattern" in row[3] and "blocks nothing" in row[3] for row in rejected)
+
+
+def test_a_warehouse_whose_rejected_rows_predate_row_number_keeps_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+
+    import pipelines.crm as crm_source_module
+
+    config, url = small_sqlite_crm(tmp_path)
+    crm_execute(url, "update verteiler_zuordnungen set status_datum = 'gestern' where kontakt_id = 2")
+    current = crm_source_module.REJECTED_SCHEMA
+    earlier = pa.schema([column for column in current if column.name not in ("row_number", "row_kept")])
+    with monkeypatch.context() as patch:
+        patch.setattr(crm_source_module, "REJECTED_SCHEMA", earlier)
+        extract_crm(config, run_id="before").close()
+    run = extraction_named(config, "crm", full_refresh=True, run_id="after")
+    run.pipeline.run(run.source)
+    with duckdb.connect(str(config.warehouse_path()), read_only=True) as db:
+        rows = db.execute("select run_id, row_number, row_kept from raw_crm.rejected_rows order by run_id").fetchall()
+    assert rows == [("after", 2, True), ("before", None, None)]
