@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from assets.project import DBT_PROJECT_DIR, WAREHOUSE_POOL
+from assets.resources import WarehouseResource
 
 MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 
@@ -52,6 +54,59 @@ class LayeredDbtTranslator(DagsterDbtTranslator):  # type: ignore[misc]
     dagster_dbt_translator=LayeredDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)),
     pool=WAREHOUSE_POOL,
 )
-def mailbridge_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
-    """`dbt build`: models and their tests, the run id passed through to the marts."""
-    yield from dbt.cli(["build", "--vars", json.dumps({"run_id": context.run_id})], context=context).stream()
+def mailbridge_dbt_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+) -> Iterator[Any]:
+    """`dbt build`: models and their tests, the run id passed through to the marts. A failure
+    names each failed test or model, with the first rows a failed test found."""
+    invocation = dbt.cli(
+        ["build", "--vars", json.dumps({"run_id": context.run_id})], context=context, raise_on_error=False
+    )
+    yield from invocation.stream()
+    error = invocation.get_error()
+    if error is None:
+        return
+    try:
+        run_results = invocation.get_artifact("run_results.json")
+    except (OSError, ValueError):
+        raise error from None  # dbt stopped before it ran anything: its own message says why
+    raise dg.Failure(description=describe_dbt_failures(run_results, Path(warehouse.path)))
+
+
+SAMPLE_ROWS = 5
+SAMPLE_VALUE_LENGTH = 80
+
+
+def describe_dbt_failures(run_results: Mapping[str, Any], warehouse: Path) -> str:
+    """What failed in a dbt build, for whoever reads the sync's error: one line per failed test
+    or model (its name and dbt's message), and under a failed test the rows it found."""
+    results = list(run_results.get("results", []))
+    failed = [result for result in results if result.get("status") in ("fail", "error")]
+    skipped = sum(1 for result in results if result.get("status") == "skipped")
+    lines = [f"dbt build: {len(failed)} of {len(results)} models and tests failed"]
+    for result in failed:
+        kind, _, rest = str(result.get("unique_id", "")).partition(".")
+        name = rest.split(".")[1] if "." in rest else rest
+        message = " ".join(line.strip() for line in str(result.get("message") or "").splitlines() if line.strip())
+        lines.append(f"{kind} {name}: {message[:500] or result.get('status')}")
+        if kind == "test" and result.get("status") == "fail" and result.get("compiled_code"):
+            lines += [f"  {row}" for row in _failing_rows(str(result["compiled_code"]), warehouse)]
+    if skipped:
+        lines.append(f"{skipped} models and tests downstream of these were skipped")
+    return "\n".join(lines)
+
+
+def _failing_rows(test_sql: str, warehouse: Path) -> list[str]:
+    """The first rows a failed data test returns, each as `column=value, ...`."""
+    try:
+        with duckdb.connect(str(warehouse), read_only=True) as db:
+            cursor = db.execute(f"select * from (\n{test_sql}\n) as failing limit {SAMPLE_ROWS + 1}")
+            columns = [column[0] for column in cursor.description or []]
+            rows = cursor.fetchall()
+    except duckdb.Error as error:
+        return [f"(its rows could not be read: {str(error).splitlines()[0]})"]
+    shown = [
+        ", ".join(f"{column}={str(value)[:SAMPLE_VALUE_LENGTH]}" for column, value in zip(columns, row, strict=True))
+        for row in rows[:SAMPLE_ROWS]
+    ]
+    return shown + (["..."] if len(rows) > SAMPLE_ROWS else [])

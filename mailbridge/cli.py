@@ -136,10 +136,16 @@ def run_sync_job(config: MailbridgeConfig, *, full_refresh: bool, push: bool = F
 
 
 def _failure_messages(result: Any) -> list[str]:
-    """The innermost cause of each failed step: the message a user can act on."""
+    """The innermost cause of each failed step: the message a user can act on. A step that
+    explains its own failure (a failed dbt build names its tests and their rows) is shown whole."""
     messages = []
     for event in result.all_events:
         if event.event_type_value != "STEP_FAILURE":
+            continue
+        explained = event.step_failure_data.user_failure_data
+        if explained is not None and explained.description:
+            first, *rest = explained.description.strip().splitlines()
+            messages += [f"{event.step_key}: {first}", *(f"  {line}" for line in rest)]
             continue
         error = event.step_failure_data.error
         while error.cause is not None:

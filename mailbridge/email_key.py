@@ -172,30 +172,32 @@ def domain_key(domain: str) -> str:
     return key.partition("@")[2]
 
 
+@dataclass(frozen=True, slots=True)
+class BlocklistKey:
+    key: str | None  # an address entry's email key
+    domain: str | None  # a `*@domain` entry's domain key
+    error: str | None  # why the entry is neither
+
+
+def blocklist_key(entry: str | None) -> BlocklistKey:
+    """The key of one blocklist entry: an address gets an email key, `*@domain` a domain key."""
+    text = (entry or "").strip()
+    if text.startswith("*@"):
+        try:
+            return BlocklistKey(None, domain_key(text[2:]), None)
+        except InvalidEmail as error:
+            return BlocklistKey(None, None, error.reason)
+    result = try_email_key(entry)
+    return BlocklistKey(result.key, None, result.error)
+
+
 def blocklist_keys(entries: Iterable[str | None]) -> tuple[pa.Array, pa.Array, pa.Array]:
-    """Keys of blocklist entries: an address gets an email key, `*@domain` a domain key."""
-    keys: list[str | None] = []
-    domains: list[str | None] = []
-    errors: list[str | None] = []
-    for entry in entries:
-        text = (entry or "").strip()
-        if text.startswith("*@"):
-            try:
-                domains.append(domain_key(text[2:]))
-                errors.append(None)
-            except InvalidEmail as error:
-                domains.append(None)
-                errors.append(error.reason)
-            keys.append(None)
-            continue
-        result = try_email_key(entry)
-        keys.append(result.key)
-        domains.append(None)
-        errors.append(result.error)
+    """Keys of blocklist entries (see `blocklist_key`), as three Arrow string arrays."""
+    results = [blocklist_key(entry) for entry in entries]
     return (
-        pa.array(keys, type=pa.string()),
-        pa.array(domains, type=pa.string()),
-        pa.array(errors, type=pa.string()),
+        pa.array([result.key for result in results], type=pa.string()),
+        pa.array([result.domain for result in results], type=pa.string()),
+        pa.array([result.error for result in results], type=pa.string()),
     )
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 from dlt.sources import DltResource
 
 from mailbridge.config import ConfigError, CrmConfig, FieldMapping, TableMapping
-from mailbridge.email_key import blocklist_keys, with_email_key
+from mailbridge.email_key import blocklist_key, blocklist_keys, with_email_key
 from pipelines.crm.values import ESP_TEXT_FIELDS, value_problems
 
 TS = pa.timestamp("us", tz="UTC")
@@ -53,13 +54,19 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "email_history": ("contact_id", "email", "valid_to"),
 }
 EMAIL_COLUMNS = {"contacts": "email", "blocklist": "email", "email_history": "email"}
+# the models join on these ids: one row speaks for each, the others are kept out
+UNIQUE_ID_ENTITIES = ("contacts", "lists")
 REJECTED_SCHEMA = pa.schema(
     [
         ("entity", pa.string()),
+        # the row's place in the read of its table (ordered by the key): a row without a key,
+        # or one of several rows with the same key, has nothing else that tells it apart
+        ("row_number", pa.int64()),
         ("row_key", pa.string()),
         ("field", pa.string()),
         ("value", pa.string()),
         ("reason", pa.string()),
+        ("row_kept", pa.bool_()),  # false: the whole row was kept out of the load
         ("run_id", pa.string()),
     ]
 )
@@ -95,23 +102,38 @@ def _reflect(engine: sa.Engine, entity: str, mapping: TableMapping) -> sa.Table:
     return table
 
 
-def _raw_column(column: sa.Column[Any], dtype: pa.DataType) -> Any:
-    """Timestamps are read as the driver returns them and parsed per value in `_as_utc`: the
-    dialect's own conversion (SQLite's) would fail the whole read on one unreadable value."""
-    return sa.type_coerce(column, sa.types.NullType()) if dtype == TS else column
+def _is_date_time(column: sa.Column[Any]) -> bool:
+    return isinstance(column.type, (sa.types.Date, sa.types.DateTime, sa.types.Time))
+
+
+def _raw_column(column: sa.Column[Any], dialect: str) -> Any:
+    """A date-time column read so that no value can fail the whole read; `_as_datetime` parses
+    each value. The dialect's own conversion (SQLite's) would raise on one unreadable value, and
+    psycopg refuses PostgreSQL's infinity and years past 9999: there the column is read as ISO text."""
+    if dialect == "postgresql" and _is_date_time(column):
+        return sa.cast(column, sa.Text)
+    return sa.type_coerce(column, sa.types.NullType())
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """A date-time as the CRM gave it (a string, a date or a datetime); raises ValueError."""
+    if value is None or (isinstance(value, datetime)):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not a date-time: {value!r}") from None
+    if isinstance(value, date):
+        return datetime.combine(value, time())
+    raise ValueError(f"not a date-time: {value!r}")
 
 
 def _as_utc(value: Any, zone: ZoneInfo) -> datetime | None:
-    if value is None:
+    parsed = _as_datetime(value)
+    if parsed is None:
         return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"not a date-time: {value!r}") from None
-    if not isinstance(value, datetime):
-        raise ValueError(f"not a date-time: {value!r}")
-    aware: datetime = value if value.tzinfo is not None else value.replace(tzinfo=zone)
+    aware: datetime = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=zone)
     try:
         return aware.astimezone(UTC)
     except OverflowError:  # a placeholder such as 0001-01-01 in a zone east of UTC
@@ -128,15 +150,18 @@ def crm_source(
 ) -> Iterator[DltResource]:
     """The CRM's contacts, lists, assignments, blocklist and address history, in canonical names.
 
-    Each run reads the tables whole and replaces the raw copies; rows the CRM holds twice for
-    one key are all loaded (int_crm__memberships decides between assignment rows). What cannot
-    be read goes to `rejected_rows`, one row per field with the raw value and the reason: an
-    unreadable optional value (a timestamp that is not one) is loaded as NULL and the row kept,
-    so an opt-out on it still counts; a row without its key, with an unreadable key or with a
-    status word `crm.status_values` does not map stays out of the load.
+    Each run reads the tables whole and replaces the raw copies; assignment rows the CRM holds
+    twice for one contact and list are all loaded (int_crm__memberships decides between them).
+    What cannot be read goes to `rejected_rows`, one row per field with the raw value, the
+    row's place in the read and the reason: an unreadable optional value (a timestamp that is
+    not one, a mapped field that is not of its type) is loaded as NULL and the row kept, so an
+    opt-out on it still counts; a row without its key, with an unreadable key, with a status
+    word `crm.status_values` does not map or a blocklist entry that blocks nothing stays out of
+    the load, and so does every row but one of a contact or list id the table holds twice.
     """
     zone = ZoneInfo(crm.timezone)
     statuses = crm.status_values
+    mapped_types = {m.name: m.type for m in field_mappings}
     esp_text = {*ESP_TEXT_FIELDS, *(m.name for m in field_mappings if m.type == "text")}
 
     def read(entity: str) -> Iterator[pa.Table]:
@@ -145,83 +170,98 @@ def crm_source(
         if entity == "assignments":
             fields["crm_status_value"] = pa.string()
         schema = pa.schema(list(fields.items()))
+        custom_types: Mapping[str, str] = mapped_types if entity == "contacts" else {}
         text_fields = [field for field in _text_fields(entity) if field in fields]
         if entity == "contacts":
             text_fields += [m.name for m in field_mappings if m.type == "text"]
         started_at = datetime.now(UTC)
         rows_read = rows_rejected = values_rejected = 0
         rejected: list[dict[str, Any]] = []
+
+        def settle(row: ReadRow) -> bool:
+            """Log what could not be read of the row; true when the row is loaded."""
+            nonlocal rows_rejected, values_rejected
+            kept = not row.is_kept_out
+            # one log row per field, so two bad values of one row never share a key
+            rejected.extend(_rejected_row(entity, row, problem, kept, run_id) for problem in row.problems)
+            if kept:
+                values_rejected += len(row.problems)
+            else:
+                rows_rejected += 1
+            return kept
+
+        def to_arrow(records: list[dict[str, Any]]) -> pa.Table:
+            data = {field: [record.get(field) for record in records] for field in fields}
+            arrow = pa.Table.from_pydict(data, schema=schema)
+            if entity == "blocklist":
+                keys, domains, errors = blocklist_keys(data["email"])
+                arrow = arrow.append_column("email_key", keys).append_column("blocked_domain", domains)
+                arrow = arrow.append_column("email_error", errors)
+            elif entity in EMAIL_COLUMNS:
+                arrow = with_email_key(arrow, EMAIL_COLUMNS[entity])
+            if entity == "contacts":
+                custom = [
+                    json.dumps({name: _json_value(record.get(name)) for name in custom_types}) for record in records
+                ]
+                arrow = arrow.append_column("custom_fields", pa.array(custom, type=pa.string()))
+                arrow = arrow.append_column("row_hash", _row_hashes(arrow))
+            return arrow
+
         engine = sa.create_engine(url)
         try:
             table = _reflect(engine, entity, mapping)
+            dialect = engine.dialect.name
             columns = [
-                _raw_column(table.c[column], FIELDS[entity][field]).label(field)
+                (_raw_column(table.c[column], dialect) if FIELDS[entity][field] == TS else table.c[column]).label(field)
                 for field, column in mapping.columns.items()
                 if field in FIELDS[entity]
             ]
             if entity == "contacts":
-                columns += [_mapped_column(table, m) for m in field_mappings]
+                columns += [_mapped_column(table, m, dialect) for m in field_mappings]
             order = [table.c[mapping.columns[key]] for key in PRIMARY_KEYS[entity] if key in mapping.columns]
             query = sa.select(*columns).order_by(*order)
             with engine.connect() as connection:
+                if dialect == "postgresql":
+                    # date-times are read as text (see _raw_column), in the one style they parse from
+                    connection.exec_driver_sql("set datestyle to 'ISO, MDY'")
+                shared_ids = _shared_ids(connection, order[0]) if entity in UNIQUE_ID_ENTITIES else set()
+                sharing: dict[str, list[ReadRow]] = {}
                 result = connection.execution_options(stream_results=True, yield_per=chunk_size).execute(query)
                 # an empty CRM table still yields one empty chunk, so the raw table exists
                 chunks = itertools.chain(result.partitions(chunk_size), [[]])
                 for chunk in chunks:
                     if not chunk and rows_read:
                         break
-                    data: dict[str, list[Any]] = {field: [] for field in fields}
-                    custom: list[str] = []
+                    loaded: list[dict[str, Any]] = []
                     for row in chunk:
                         rows_read += 1
                         record = row._asdict()
                         raw = dict(record)
-                        problems = _normalise(entity, record, statuses, zone)
+                        problems = _normalise(entity, record, statuses, zone, custom_types)
                         problems += [
                             Problem(field, reason, rejects_row=False)
                             for field, reason in value_problems(entity, record, text_fields, esp_text, crm.task_values)
                         ]
-                        row_kept = not any(problem.rejects_row for problem in problems)
-                        row_key = "/".join(str(raw.get(key)) for key in PRIMARY_KEYS[entity])
-                        # one log row per field, so two bad values of one row never share a key
-                        rejected += [
-                            {
-                                "entity": entity,
-                                "row_key": row_key,
-                                "field": problem.field,
-                                "value": None if raw.get(problem.field) is None else str(raw.get(problem.field)),
-                                "reason": problem.describe(row_kept),
-                                "run_id": run_id,
-                            }
-                            for problem in problems
-                        ]
-                        if not row_kept:
-                            rows_rejected += 1
-                            continue
-                        values_rejected += len(problems)
-                        for field in fields:
-                            data[field].append(record.get(field))
-                        if entity == "contacts":
-                            custom.append(json.dumps({m.name: _json_value(record.get(m.name)) for m in field_mappings}))
-                    arrow = pa.Table.from_pydict(data, schema=schema)
-                    if entity == "blocklist":
-                        keys, domains, errors = blocklist_keys(data["email"])
-                        arrow = arrow.append_column("email_key", keys).append_column("blocked_domain", domains)
-                        arrow = arrow.append_column("email_error", errors)
-                    elif entity in EMAIL_COLUMNS:
-                        arrow = with_email_key(arrow, EMAIL_COLUMNS[entity])
-                    if entity == "contacts":
-                        arrow = arrow.append_column("custom_fields", pa.array(custom, type=pa.string()))
-                        arrow = arrow.append_column("row_hash", _row_hashes(arrow))
-                    yield arrow
+                        read_row = ReadRow(rows_read, raw, record, problems)
+                        identity = record.get(PRIMARY_KEYS[entity][0])
+                        if identity in shared_ids and not read_row.is_kept_out:
+                            sharing.setdefault(identity, []).append(read_row)
+                        elif settle(read_row):
+                            loaded.append(record)
+                    yield to_arrow(loaded)
+                if sharing:
+                    speaking: list[dict[str, Any]] = []
+                    for rows in sharing.values():
+                        for read_row in _one_row_speaks(entity, rows, "modified_at" in fields):
+                            if settle(read_row):
+                                speaking.append(read_row.record)
+                    yield to_arrow(speaking)
         finally:
             engine.dispose()
         # yielded even when empty, so the log table always exists
-        yield _log_row(
-            pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA),
-            "rejected_rows",
-            ("run_id", "entity", "row_key", "field"),
-        )
+        # a row is told apart by run, entity, row_number and field; no key hint, since dlt would
+        # make row_number NOT NULL and fail on the rows of warehouses that predate it
+        yield _log_row(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), "rejected_rows", ())
         record = {
             "run_id": run_id,
             "entity": entity,
@@ -265,13 +305,58 @@ def _row_hashes(table: pa.Table) -> pa.Array:
     return pa.array(hashes, type=pa.string())
 
 
-def _mapped_column(table: sa.Table, mapping: FieldMapping) -> Any:
+def _mapped_column(table: sa.Table, mapping: FieldMapping, dialect: str) -> Any:
     if mapping.crm_column not in table.c:
         raise ConfigError(
             f"field_mappings[{mapping.name}].crm_column: table {table.name!r} has no column {mapping.crm_column!r} "
             f"(it has: {', '.join(table.c.keys())}). Fix the mapping in mailbridge.yaml."
         )
-    return table.c[mapping.crm_column].label(mapping.name)
+    # read as the driver returns it and checked per value in `_mapped_value`: the dialect's own
+    # conversion (SQLite's numbers and dates) would fail the whole read on one bad value
+    return _raw_column(table.c[mapping.crm_column], dialect).label(mapping.name)
+
+
+def _shared_ids(connection: sa.Connection, column: sa.Column[Any]) -> set[str]:
+    """The ids a CRM table without a unique key holds in more than one row."""
+    query = sa.select(column).where(column.is_not(None)).group_by(column).having(sa.func.count() > 1)
+    values: list[Any] = list(connection.execute(query).scalars())
+    return {str(value) for value in values}
+
+
+def _one_row_speaks(entity: str, rows: list[ReadRow], by_modified_at: bool) -> list[ReadRow]:
+    """Several rows with one contact or list id: the newest (by modified_at, where mapped), then
+    the first by its values speaks for the id; the others get a problem that keeps them out."""
+
+    def order(row: ReadRow) -> tuple[bool, float, str]:
+        modified = row.record.get("modified_at") if by_modified_at else None
+        values = json.dumps(row.record, default=str, sort_keys=True)
+        return (modified is None, -modified.timestamp() if modified is not None else 0.0, values)
+
+    speaker, *others = sorted(rows, key=order)
+    key = PRIMARY_KEYS[entity][0]
+    rule = (
+        "the newest by modified_at speaks for it (then the first by its values)"
+        if by_modified_at
+        else ("the first by its values speaks for it")
+    )
+    reason = f"{len(rows)} rows have {key} {speaker.record[key]!r}; {rule}, this one is kept out"
+    for row in others:
+        row.problems.append(Problem(key, reason, rejects_row=True))
+    return [speaker, *others]
+
+
+def _rejected_row(entity: str, row: ReadRow, problem: Problem, row_kept: bool, run_id: str) -> dict[str, Any]:
+    value = row.raw.get(problem.field)
+    return {
+        "entity": entity,
+        "row_number": row.number,
+        "row_key": "/".join(str(row.raw.get(key)) for key in PRIMARY_KEYS[entity]),
+        "field": problem.field,
+        "value": None if value is None else str(value),
+        "reason": problem.describe(row_kept),
+        "row_kept": row_kept,
+        "run_id": run_id,
+    }
 
 
 def _json_value(value: Any) -> Any:
@@ -285,7 +370,7 @@ def _json_value(value: Any) -> Any:
 
 def _log_row(table: pa.Table, table_name: str, primary_key: tuple[str, ...]) -> Any:
     """Route rows to an append-only log table beside the entity's own (replaced) table."""
-    hints = dlt.mark.make_hints(table_name=table_name, write_disposition="append", primary_key=primary_key)
+    hints = dlt.mark.make_hints(table_name=table_name, write_disposition="append", primary_key=list(primary_key))
     return dlt.mark.with_hints(table, hints, create_table_variant=True)
 
 
@@ -303,30 +388,56 @@ class Problem:
         return f"{self.reason}; loaded as NULL, the row is kept" if row_kept else f"{self.reason}; the row is kept out"
 
 
-def _normalise(entity: str, record: dict[str, Any], statuses: dict[str, str], zone: ZoneInfo) -> list[Problem]:
+@dataclass
+class ReadRow:
+    """One CRM row as read: its place in the read, its raw and normalised values, its problems."""
+
+    number: int
+    raw: dict[str, Any]
+    record: dict[str, Any]
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def is_kept_out(self) -> bool:
+        return any(problem.rejects_row for problem in self.problems)
+
+
+def _normalise(
+    entity: str,
+    record: dict[str, Any],
+    statuses: dict[str, str],
+    zone: ZoneInfo,
+    mapped_types: Mapping[str, str],
+) -> list[Problem]:
     """Bring one row to canonical types in place; return what could not be read.
 
     An unreadable value is set to NULL. The row itself is rejected only when it cannot mean
-    anything without the value: a key that is missing or unreadable, or a status word with no
-    canonical status.
+    anything without the value: a key that is missing or unreadable, a status word with no
+    canonical status, or a blocklist entry that is neither an address nor a `*@domain` pattern.
     """
     problems: list[Problem] = []
     keys = PRIMARY_KEYS[entity]
-    for field, value in list(record.items()):
-        dtype = FIELDS[entity].get(field)
-        if field in keys and value is None:
-            problems.append(Problem(field, f"the row has no {field}; it is kept out", rejects_row=True))
+    for name, value in list(record.items()):
+        dtype = FIELDS[entity].get(name)
+        if name in keys and value is None:
+            problems.append(Problem(name, f"the row has no {name}; it is kept out", rejects_row=True))
         elif dtype == TS:
             try:
-                record[field] = _as_utc(value, zone)
+                record[name] = _as_utc(value, zone)
             except ValueError as error:
-                record[field] = None
-                reason = (
-                    f"{error}; {field} is part of the row's key, the row is kept out" if field in keys else str(error)
-                )
-                problems.append(Problem(field, reason, rejects_row=field in keys))
+                record[name] = None
+                reason = str(error)
+                if name in keys:
+                    reason = f"{error}; {name} is part of the row's key, the row is kept out"
+                problems.append(Problem(name, reason, rejects_row=name in keys))
+        elif name in mapped_types:
+            try:
+                record[name] = _mapped_value(value, mapped_types[name])
+            except ValueError as error:
+                record[name] = None
+                problems.append(Problem(name, f"{error} (mapped as {mapped_types[name]})", rejects_row=False))
         elif dtype is not None and value is not None and not isinstance(value, str):
-            record[field] = str(value)
+            record[name] = str(value)
     if entity == "assignments":
         value = record.get("status")
         record["crm_status_value"] = value
@@ -335,4 +446,39 @@ def _normalise(entity: str, record: dict[str, Any], statuses: dict[str, str], zo
             problems.append(Problem("status", reason, rejects_row=True))
         else:
             record["status"] = statuses[value]
+    if entity == "blocklist" and record.get("email") is not None:
+        invalid = blocklist_key(record["email"]).error
+        if invalid is not None:
+            reason = f"neither an address nor a *@domain pattern ({invalid}); it blocks nothing, the row is kept out"
+            problems.append(Problem("email", reason, rejects_row=True))
     return problems
+
+
+BOOLEAN_WORDS = {"true": True, "t": True, "yes": True, "1": True, "false": False, "f": False, "no": False, "0": False}
+
+
+def _mapped_value(value: Any, mapped_type: str) -> Any:
+    """A mapped custom field's value, checked against its configured type; raises ValueError.
+    Values keep the form the CRM gave them (a number as text stays text): only what cannot be
+    read as the type is refused."""
+    if value is None or mapped_type == "text":
+        return value
+    if mapped_type == "datetime":
+        parsed = _as_datetime(value)
+        return value if isinstance(value, date) else parsed
+    if mapped_type == "boolean":
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word not in BOOLEAN_WORDS:
+            raise ValueError(f"not a boolean: {value!r}")
+        return BOOLEAN_WORDS[word]
+    if isinstance(value, bool):
+        raise ValueError(f"not a number: {value!r}")
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError(f"not a number: {value!r}") from None
+    if not number.is_finite() or (mapped_type == "integer" and number != number.to_integral_value()):
+        raise ValueError(f"not {'an integer' if mapped_type == 'integer' else 'a finite number'}: {value!r}")
+    return value

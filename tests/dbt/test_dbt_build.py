@@ -145,3 +145,29 @@ def test_a_decision_enters_the_push_back_queue(
     with out.open(encoding="utf-8", newline="") as handle:
         rows = {(row["action"], row["email_address"]) for row in csv.DictReader(handle)}
     assert rows == {("create_contact", "emil.neu@beispiel.de"), ("create_assignment", "carla.wolf@beispiel.de")}
+
+
+def test_esp_members_with_invalid_addresses_each_have_an_id_of_their_own(
+    tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, config = load_small_world(tmp_path, serve_mailchimp, small_scenario, monkeypatch, "invalid-members")
+    with duckdb.connect(str(config.warehouse_path())) as db:
+        # two members whose addresses the validator refuses: neither an email key nor a CRM contact
+        for number, address in enumerate(("kaputt@@beispiel.de", "auch kaputt@beispiel.de"), 1):
+            db.execute(
+                "insert into raw_mailchimp.members by name select * replace ("
+                "?::varchar as id, ?::varchar as email_address, null::varchar as email_key, "
+                "'invalid'::varchar as email_error, ?::varchar as unique_email_id, ?::varchar as contact_id) "
+                "from raw_mailchimp.members where email_key = 'emil.neu@beispiel.de'",
+                [f"invalid{number}", address, f"u-invalid{number}", f"c-invalid{number}"],
+            )
+    dbt_build(tmp_path, config.warehouse_path(), "invalid-members")
+    with duckdb.connect(str(config.warehouse_path()), read_only=True) as db:
+        rows = db.execute(
+            "select esp_member_id, result from marts.fct_list_reconciliation where email_key is null order by 1"
+        ).fetchall()
+        ids = db.execute(
+            "select count(distinct reconciliation_id) from marts.fct_list_reconciliation where email_key is null"
+        ).fetchone()[0]
+    assert rows == [("invalid1", "invalid_email"), ("invalid2", "invalid_email")]
+    assert ids == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -314,3 +315,213 @@ def test_a_row_without_its_key_is_kept_out_and_reported(tmp_path: Path) -> None:
         rejected = rejected_rows(db)
     assert loaded == [("1", "NL"), ("2", "NL"), ("4", "NL")]
     assert rejected == [("assignments", "3/None", "list_id", None, "the row has no list_id; it is kept out")]
+
+
+# ---------- one bad value costs the value, never the sync (issue #9)
+
+
+def drop_table_key(url: str, table: str) -> None:
+    """Rebuild `table` without its primary key (portable: SQLite, PostgreSQL, MariaDB)."""
+    crm_execute(
+        url,
+        f"create table {table}_ohne_schluessel as select * from {table}",
+        f"drop table {table}",
+        f"alter table {table}_ohne_schluessel rename to {table}",
+    )
+
+
+def numbered_rejected_rows(db: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
+    return db.execute(
+        "select entity, row_number, row_key, field, value, row_kept, reason from raw_crm.rejected_rows "
+        "order by entity, row_number, field"
+    ).fetchall()
+
+
+def test_two_rows_rejected_alike_keep_apart_by_their_place_in_the_read(tmp_path: Path) -> None:
+    config, url = small_sqlite_crm(tmp_path)
+    drop_table_key(url, "kontakte")
+    crm_execute(
+        url,
+        "insert into kontakte (kontakt_id, email_adresse) values (null, 'ohne.id@beispiel.de')",
+        "insert into kontakte (kontakt_id, email_adresse) values (null, 'auch.ohne.id@beispiel.de')",
+    )
+    with extract_crm(config) as db:
+        rejected = numbered_rejected_rows(db)
+        loaded = db.execute("select count(*) from raw_crm.contacts").fetchone()[0]
+    reason = "the row has no contact_id; it is kept out"
+    # the key is NULL in both: only their place in the read (ordered by the key) tells them apart
+    assert sorted(rejected) == [
+        ("contacts", 1, "None", "contact_id", None, False, reason),
+        ("contacts", 2, "None", "contact_id", None, False, reason),
+    ]
+    assert loaded == 4
+
+
+def test_a_contact_or_list_id_held_by_several_rows_keeps_one_and_reports_the_others(
+    tmp_path: Path, crm_url: str
+) -> None:
+    config = crm_config(tmp_path, crm_url)
+    write_crm(scenario_named("small").tables, crm_url, config.crm)
+    drop_table_key(crm_url, "kontakte")
+    drop_table_key(crm_url, "verteiler")
+    crm_execute(
+        crm_url,
+        # contact 2 twice more: the newest row speaks for it
+        "insert into kontakte (kontakt_id, email_adresse, nachname, geaendert_am) "
+        "values (2, 'bernd.neu@beispiel.de', 'Meier', '2025-05-01 00:00:00')",
+        "insert into kontakte (kontakt_id, email_adresse, nachname, geaendert_am) "
+        "values (2, 'bernd.alt@beispiel.de', 'Meier', '2020-01-01 00:00:00')",
+        "insert into verteiler (verteiler_id, bezeichnung) values ('NL', 'Rundbrief')",
+    )
+    with extract_crm(config) as db:
+        contacts = db.execute("select contact_id, email_key from raw_crm.contacts order by contact_id").fetchall()
+        lists = db.execute("select list_id, name from raw_crm.lists").fetchall()
+        rejected = db.execute(
+            "select entity, row_key, field, value, row_kept, reason from raw_crm.rejected_rows order by entity, value"
+        ).fetchall()
+        counts = dict(
+            db.execute(
+                "select entity, (rows_read, rows_rejected) from raw_crm.extractions "
+                "where entity in ('contacts', 'lists')"
+            ).fetchall()
+        )
+    assert contacts == [
+        ("1", "anna.schmidt@beispiel.de"),
+        ("2", "bernd.neu@beispiel.de"),
+        ("3", "carla.wolf@beispiel.de"),
+        ("4", "dieter@xn--mller-kva.de"),
+    ]
+    assert lists == [("NL", "Newsletter")]
+    contact_reason = (
+        "3 rows have contact_id '2'; the newest by modified_at speaks for it (then the first by its values), "
+        "this one is kept out"
+    )
+    list_reason = "2 rows have list_id 'NL'; the first by its values speaks for it, this one is kept out"
+    assert rejected == [
+        ("contacts", "2", "contact_id", "2", False, contact_reason),
+        ("contacts", "2", "contact_id", "2", False, contact_reason),
+        ("lists", "NL", "list_id", "NL", False, list_reason),
+    ]
+    assert counts == {"contacts": (6, 2), "lists": (2, 1)}
+
+
+def bad_date_times(dialect: str) -> tuple[list[str], str, str]:
+    """Statements that put an unreadable date-time into the CRM, as each database allows it,
+    and the value each database then returns for a DATETIME and a mapped custom column."""
+    if dialect == "sqlite":
+        return (
+            [
+                "update verteiler_zuordnungen set status_datum = 'gestern' where kontakt_id = 2",
+                "update kontakte set geburtstag = 'garbage' where kontakt_id = 1",
+                "update kontakte set geburtstag = 1700000000 where kontakt_id = 3",
+            ],
+            "gestern",
+            "garbage",
+        )
+    if dialect == "mysql":
+        # MariaDB's lax mode stores anything it cannot read as the zero date
+        return (
+            [
+                "set session sql_mode = ''",
+                "update verteiler_zuordnungen set status_datum = 'gestern' where kontakt_id = 2",
+                "update kontakte set geburtstag = 'garbage' where kontakt_id = 1",
+                "update kontakte set geburtstag = '2025-02-30 10:00:00' where kontakt_id = 3",
+            ],
+            "0000-00-00 00:00:00",
+            "0000-00-00 00:00:00",
+        )
+    return (
+        [
+            "update verteiler_zuordnungen set status_datum = 'infinity' where kontakt_id = 2",
+            "update kontakte set geburtstag = '-infinity' where kontakt_id = 1",
+            "update kontakte set geburtstag = '12000-01-01 00:00:00' where kontakt_id = 3",
+        ],
+        "infinity",
+        "-infinity",
+    )
+
+
+def test_unreadable_date_times_cost_the_value_not_the_sync(tmp_path: Path, crm_url: str) -> None:
+    import json
+
+    mappings = [{"name": "birthday", "crm_column": "geburtstag", "esp_field": "BDAY", "type": "datetime"}]
+    config = load_config(
+        write_project_config(tmp_path, base_url=None, crm_url=crm_url, overrides={"field_mappings": mappings})
+    )
+    write_crm(scenario_named("small").tables, crm_url, config.crm)
+    dialect = sa.engine.make_url(crm_url).get_backend_name()
+    timestamp = "timestamp" if dialect == "postgresql" else "datetime"
+    statements, status_value, birthday_value = bad_date_times(dialect)
+    crm_execute(
+        crm_url,
+        f"alter table kontakte add column geburtstag {timestamp}",
+        "update kontakte set geburtstag = '1980-05-17 00:00:00' where kontakt_id = 2",
+        *statements,
+    )
+    with extract_crm(config) as db:
+        fields = dict(db.execute("select contact_id, custom_fields from raw_crm.contacts").fetchall())
+        status = db.execute(
+            "select status, status_changed_at from raw_crm.assignments where contact_id = '2'"
+        ).fetchall()
+        rejected = db.execute(
+            "select entity, row_key, field, value, row_kept from raw_crm.rejected_rows order by entity, row_key"
+        ).fetchall()
+    assert {key: json.loads(value)["birthday"] for key, value in fields.items()} == {
+        "1": None,
+        "2": "1980-05-17T00:00:00",
+        "3": None,
+        "4": None,
+    }
+    assert status == [("subscribed", None)]
+    assert [row[:3] for row in rejected] == [
+        ("assignments", "2/NL", "status_changed_at"),
+        ("contacts", "1", "birthday"),
+        ("contacts", "3", "birthday"),
+    ]
+    assert [row[3] for row in rejected[:2]] == [status_value, birthday_value]
+    assert all(row[4] for row in rejected)
+
+
+def test_a_blocklist_entry_that_is_no_address_or_domain_pattern_is_rejected(tmp_path: Path) -> None:
+    config, url = small_sqlite_crm(tmp_path)
+    crm_execute(
+        url,
+        "insert into sperrliste (email_adresse) values ('***')",
+        "insert into sperrliste (email_adresse) values ('*@')",
+        "insert into sperrliste (email_adresse) values ('*@ex ample.com')",
+        "insert into sperrliste (email_adresse) values ('*@Werbung-Verboten.de')",
+        "insert into sperrliste (email_adresse) values ('Gesperrt@Beispiel.de')",
+    )
+    with extract_crm(config) as db:
+        loaded = db.execute("select email_key, blocked_domain from raw_crm.blocklist order by all").fetchall()
+        rejected = db.execute(
+            "select row_key, field, row_kept, reason from raw_crm.rejected_rows order by row_key"
+        ).fetchall()
+    assert loaded == [("gesperrt@beispiel.de", None), (None, "werbung-verboten.de")]
+    assert [row[:3] for row in rejected] == [
+        ("***", "email", False),
+        ("*@", "email", False),
+        ("*@ex ample.com", "email", False),
+    ]
+    assert all("neither an address nor a *@domain pattern" in row[3] and "blocks nothing" in row[3] for row in rejected)
+
+
+def test_a_warehouse_whose_rejected_rows_predate_row_number_keeps_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+
+    import pipelines.crm as crm_source_module
+
+    config, url = small_sqlite_crm(tmp_path)
+    crm_execute(url, "update verteiler_zuordnungen set status_datum = 'gestern' where kontakt_id = 2")
+    current = crm_source_module.REJECTED_SCHEMA
+    earlier = pa.schema([column for column in current if column.name not in ("row_number", "row_kept")])
+    with monkeypatch.context() as patch:
+        patch.setattr(crm_source_module, "REJECTED_SCHEMA", earlier)
+        extract_crm(config, run_id="before").close()
+    run = extraction_named(config, "crm", full_refresh=True, run_id="after")
+    run.pipeline.run(run.source)
+    with duckdb.connect(str(config.warehouse_path()), read_only=True) as db:
+        rows = db.execute("select run_id, row_number, row_kept from raw_crm.rejected_rows order by run_id").fetchall()
+    assert rows == [("after", 2, True), ("before", None, None)]

@@ -7,10 +7,13 @@
     )
 }}
 -- What happened to each address, run after run: one row per reconciliation result that is not
--- in_sync, per warning or note, per CRM row kept out of the load, per contact and list whose
--- CRM assignment rows disagree, per list whose extraction broke off, per queued action
--- refused or stale, per push attempt and per campaign send.
--- Appended every run; a rerun of one run id replaces that run's rows.
+-- in_sync, per warning or note, per CRM value or row the extraction could not read, per contact
+-- and list whose CRM assignment rows disagree, per assignment of a contact the CRM does not
+-- have, per list whose extraction broke off, per queued action refused or stale, per push
+-- attempt and per campaign send.
+-- Appended every run; a rerun of one run id replaces that run's rows. event_id hashes every part
+-- of the event's natural key (event_key where the other columns do not hold it all), and the
+-- merge never keeps two rows with one id: see `final`.
 with
 
 reconciliation as (
@@ -44,7 +47,8 @@ result_events as (
             case when former_email_key is not null then concat('former_email_key=', former_email_key) end,
             case when email_error is not null then concat('email_error=', email_error) end,
             concat('email_address=', coalesce(email_address, '-'))
-        ) as detail
+        ) as detail,
+        reconciliation_id as event_key
 
     from reconciliation
     where result <> 'in_sync'
@@ -62,7 +66,8 @@ note_events as (
         list_link_id,
         email_key,
         crm_contact_id,
-        concat('result=', result) as detail
+        concat('result=', result) as detail,
+        reconciliation_id as event_key
 
     from reconciliation
     where duplicate_note is not null
@@ -78,16 +83,20 @@ note_events as (
         list_link_id,
         email_key,
         crm_contact_id,
-        concat('result=', result) as detail
+        concat('result=', result) as detail,
+        reconciliation_id as event_key
 
     from reconciliation
     where warnings like '%esp_duplicate_records%'
 
 ),
 
+-- this run, whether or not the reconciliation has rows
 run as (
 
-    select distinct run_id, reconciled_at from reconciliation
+    select
+        cast('{{ var("run_id") }}' as {{ dbt.type_string() }}) as run_id,
+        {{ dbt.current_timestamp() }} as reconciled_at
 
 ),
 
@@ -98,16 +107,21 @@ rejected_events as (
         run.reconciled_at as logged_at,
         'error' as severity,
         'crm_row_rejected' as code,
-        concat('CRM ', rejected.entity, ' row ', rejected.row_key, ', field ', rejected.field, ': ', rejected.reason)
-            as message,
+        concat(
+            'CRM ', rejected.entity, ' row ', rejected.row_key,
+            ' (row ', cast(rejected.row_number as {{ dbt.type_string() }}), ' read), field ', rejected.field,
+            ': ', rejected.reason
+        ) as message,
         cast(null as {{ dbt.type_string() }}) as list_link_id,
         cast(null as {{ dbt.type_string() }}) as email_key,
         cast(null as {{ dbt.type_string() }}) as crm_contact_id,
-        -- the row key keeps two rows with the same bad value apart (event_id hashes the detail)
         concat_ws('; ',
             concat('row_key=', rejected.row_key),
             concat(rejected.field, '=', coalesce(rejected.value, '-'))
-        ) as detail
+        ) as detail,
+        -- two rows without a key, or with one key twice, differ only in their place in the read
+        concat(rejected.entity, '/', cast(rejected.row_number as {{ dbt.type_string() }}), '/', rejected.field)
+            as event_key
 
     from {{ ref('stg_crm__rejected_rows') }} as rejected
     cross join run
@@ -131,12 +145,90 @@ assignment_events as (
         links.list_link_id,
         memberships.email_key,
         memberships.crm_contact_id,
-        memberships.conflicting_assignments as detail
+        memberships.conflicting_assignments as detail,
+        concat(memberships.crm_list_id, '/', memberships.crm_contact_id) as event_key
 
     from {{ ref('int_crm__memberships') }} as memberships
     left join {{ ref('stg_mailbridge__list_links') }} as links on memberships.crm_list_id = links.crm_list_id
     cross join run
     where memberships.conflicting_assignments is not null
+
+),
+
+-- assignments of a contact the CRM contacts table does not have: no address to reconcile
+orphaned_values as (
+
+    select distinct
+        assignments.crm_contact_id,
+        assignments.crm_list_id,
+        concat(
+            coalesce(assignments.crm_status_value, '-'), ' (', assignments.status, ')',
+            ' since ', coalesce(cast(assignments.status_changed_at as {{ dbt.type_string() }}), 'unknown'),
+            ' by ', coalesce(assignments.status_set_by, '-'),
+            ', task ', coalesce(assignments.crm_task, '-')
+        ) as assignment_values,
+        case
+            when assignments.status not in ('subscribed', 'bounced_soft', 'pending') then assignments.crm_status_value
+        end as opt_out_value
+
+    from {{ ref('stg_crm__assignments') }} as assignments
+    left join {{ ref('stg_crm__contacts') }} as contacts on assignments.crm_contact_id = contacts.crm_contact_id
+    where contacts.crm_contact_id is null
+
+),
+
+orphaned_assignments as (
+
+    select
+        orphaned_values.crm_contact_id,
+        orphaned_values.crm_list_id,
+        rows_per_pair.assignment_rows,
+        max(orphaned_values.opt_out_value) as opt_out_value,
+        {{ dbt.listagg('orphaned_values.assignment_values', "' | '", 'order by orphaned_values.assignment_values') }}
+            as assignment_values
+
+    from orphaned_values
+    inner join (
+        select crm_contact_id, crm_list_id, count(*) as assignment_rows
+        from {{ ref('stg_crm__assignments') }}
+        group by crm_contact_id, crm_list_id
+    ) as rows_per_pair
+        on orphaned_values.crm_contact_id = rows_per_pair.crm_contact_id
+        and orphaned_values.crm_list_id = rows_per_pair.crm_list_id
+    group by orphaned_values.crm_contact_id, orphaned_values.crm_list_id, rows_per_pair.assignment_rows
+
+),
+
+unknown_contact_events as (
+
+    select
+        run.run_id,
+        run.reconciled_at as logged_at,
+        'error' as severity,
+        'crm_assignment_unknown_contact' as code,
+        concat(
+            'CRM contact ', orphans.crm_contact_id, ' is assigned to list ', orphans.crm_list_id,
+            ' but the CRM has no such contact: the assignment is not reconciled',
+            case
+                when orphans.opt_out_value is not null
+                    then concat(', and its opt-out (', orphans.opt_out_value, ') reaches no ESP')
+                else ''
+            end
+        ) as message,
+        links.list_link_id,
+        cast(null as {{ dbt.type_string() }}) as email_key,
+        orphans.crm_contact_id,
+        concat(
+            cast(orphans.assignment_rows as {{ dbt.type_string() }}),
+            case when orphans.assignment_rows = 1 then ' assignment row: ' else ' assignment rows: ' end,
+            orphans.assignment_values
+        ) as detail,
+        concat(orphans.crm_list_id, '/', orphans.crm_contact_id) as event_key
+
+    from orphaned_assignments as orphans
+    -- an assignment to a list no link names is out of scope (fct_crm_row_accounting counts it)
+    inner join {{ ref('stg_mailbridge__list_links') }} as links on orphans.crm_list_id = links.crm_list_id
+    cross join run
 
 ),
 
@@ -152,7 +244,8 @@ aborted_events as (
         links.list_link_id,
         cast(null as {{ dbt.type_string() }}) as email_key,
         cast(null as {{ dbt.type_string() }}) as crm_contact_id,
-        coalesce(extractions.error_message, '') as detail
+        coalesce(extractions.error_message, '') as detail,
+        concat(extractions.esp_account, '/', extractions.esp_list_id) as event_key
 
     from {{ ref('int_esp__list_extractions') }} as extractions
     inner join {{ ref('stg_mailbridge__list_links') }} as links
@@ -182,7 +275,8 @@ pushback_events as (
         cast(null as {{ dbt.type_string() }}) as crm_contact_id,
         concat_ws('; ', concat('attempt_id=', outbox.attempt_id), concat('action_id=', outbox.action_id),
                   concat('target=', outbox.target), concat('error_code=', coalesce(outbox.error_code, '-')))
-            as detail
+            as detail,
+        cast(null as {{ dbt.type_string() }}) as event_key
 
     from {{ source('ops', 'pushback_outbox') }} as outbox
     where outbox.status <> 'planned'
@@ -202,7 +296,8 @@ queue_events as (
         queue.email_key,
         queue.crm_contact_id,
         concat_ws('; ', concat('action_id=', queue.action_id), concat('decided_by=', coalesce(queue.decided_by, '-')))
-            as detail
+            as detail,
+        cast(null as {{ dbt.type_string() }}) as event_key
 
     from {{ ref('fct_pushback_queue') }} as queue
     where queue.queue_status in ('refused', 'stale')
@@ -221,7 +316,8 @@ send_events as (
         sends.list_link_id,
         cast(null as {{ dbt.type_string() }}) as email_key,
         cast(null as {{ dbt.type_string() }}) as crm_contact_id,
-        concat('esp_account=', sends.esp_account, '; esp_list_id=', coalesce(sends.esp_list_id, '-')) as detail
+        concat('esp_account=', sends.esp_account, '; esp_list_id=', coalesce(sends.esp_list_id, '-')) as detail,
+        cast(null as {{ dbt.type_string() }}) as event_key
 
     from {{ source('ops', 'campaign_sends') }} as sends
 
@@ -244,13 +340,15 @@ unioned as (
     select * from aborted_events
     union all
     select * from assignment_events
+    union all
+    select * from unknown_contact_events
 
 ),
 
-final as (
+keyed as (
 
     select
-        {{ dbt.hash("concat(run_id, '|', code, '|', coalesce(list_link_id, ''), '|', coalesce(email_key, ''), '|', coalesce(crm_contact_id, ''), '|', coalesce(detail, ''))") }}
+        {{ dbt.hash("concat(run_id, '|', code, '|', coalesce(list_link_id, ''), '|', coalesce(email_key, ''), '|', coalesce(crm_contact_id, ''), '|', coalesce(detail, ''), case when event_key is null then '' else concat('|', event_key) end)") }}
             as event_id,
         run_id,
         logged_at,
@@ -263,6 +361,57 @@ final as (
         detail
 
     from unioned
+
+),
+
+{% set event_columns = 'event_id, run_id, logged_at, severity, code, message, list_link_id, email_key, crm_contact_id, detail' %}
+
+-- the merge never keeps two rows with one id, so the log never fails its own unique test:
+-- an event twice is one row, and a different event under a taken id gets an id of its own.
+-- Rows an earlier build left sharing an id are taken in again, and the merge replaces them.
+candidates as (
+
+    select distinct {{ event_columns }} from keyed
+    {% if is_incremental() %}
+    union
+    select {{ event_columns }} from {{ this }}
+    where event_id in (select event_id from {{ this }} group by event_id having count(*) > 1)
+        and event_id not in (select event_id from keyed)
+    {% endif %}
+
+),
+
+numbered as (
+
+    select
+        *,
+        row_number() over (
+            partition by event_id
+            order by logged_at, code, message, list_link_id, email_key, crm_contact_id, detail, severity, run_id
+        ) as id_rank
+
+    from candidates
+
+),
+
+final as (
+
+    select
+        case
+            when id_rank = 1 then event_id
+            else {{ dbt.hash("concat(event_id, '#', cast(id_rank as " ~ dbt.type_string() ~ "))") }}
+        end as event_id,
+        run_id,
+        logged_at,
+        severity,
+        code,
+        message,
+        list_link_id,
+        email_key,
+        crm_contact_id,
+        detail
+
+    from numbered
 
 )
 

@@ -263,7 +263,8 @@ deduplicated as (
 final as (
 
     select
-        {{ dbt.hash("concat_ws('|', list_link_id, coalesce(email_key, crm_contact_id), action, state_fingerprint)") }}
+        -- an ESP member with an invalid address has neither key nor contact: its member id
+        {{ dbt.hash("concat_ws('|', list_link_id, coalesce(email_key, crm_contact_id, concat('member:', esp_member_id)), action, state_fingerprint)") }}
             as action_id,
         list_link_id,
         esp_account,

@@ -224,7 +224,9 @@ final as (
 
     select
         ---------- ids
-        {{ dbt.hash("concat(list_link_id, '|', coalesce(email_key, concat('contact:', crm_contact_id), concat('member:', esp_member_id)))") }}
+        -- concat skips a NULL: the contact's prefix only when there is a contact, or every ESP
+        -- member with an invalid address on the list would share one id
+        {{ dbt.hash("concat(list_link_id, '|', coalesce(email_key, case when crm_contact_id is not null then concat('contact:', crm_contact_id) end, concat('member:', esp_member_id)))") }}
             as reconciliation_id,
         list_link_id,
         esp_account,

@@ -1,4 +1,5 @@
--- CRM rows the latest extraction kept out of the load, and why.
+-- What the latest CRM extraction could not read: one row per row and field, with the reason;
+-- row_kept says whether the row was loaded without the value or kept out of the load.
 with
 
 source as (
@@ -20,10 +21,12 @@ renamed as (
 
     select
         source.entity,
+        source.row_number,
         source.row_key,
         source.field,
         source.value,
         source.reason,
+        source.row_kept,
         source.run_id
 
     from source
