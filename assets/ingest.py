@@ -9,7 +9,7 @@ from dagster_dlt.translator import DltResourceTranslatorData
 
 from assets.project import WAREHOUSE_POOL, project_config
 from assets.resources import WarehouseResource
-from pipelines.runner import Extraction, extraction_named, extraction_names, extractions
+from pipelines.runner import Extraction, extraction_named, extraction_names, extractions, settle_pending
 
 
 class SyncConfig(dg.Config):  # type: ignore[misc]
@@ -47,6 +47,9 @@ def _extraction_asset(template: Extraction) -> dg.AssetsDefinition:
         # the warehouse resource decides the destination at run time
         project = project_config().model_copy(update={"warehouse": warehouse.path})
         run = extraction_named(project, template.name, full_refresh=config.full_refresh, run_id=context.run_id)
+        settled = settle_pending(run.pipeline)
+        if settled is not None:
+            context.log.warning(settled)
         yield from dlt.run(context=context, dlt_source=run.source, dlt_pipeline=run.pipeline)
 
     return extract

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from mailbridge.config import MailbridgeConfig
 from pipelines.crm import crm_source
 from pipelines.registry import connector
 from pipelines.settings_source import settings_source
+
+LOG = logging.getLogger(__name__)
 
 CRM_DATASET = "raw_crm"
 SETTINGS_DATASET = "raw_mailbridge"
@@ -79,9 +82,38 @@ def extractions(config: MailbridgeConfig, *, full_refresh: bool, run_id: str) ->
         yield extraction_named(config, name, full_refresh=full_refresh, run_id=run_id)
 
 
+def settle_pending(pipeline: dlt.Pipeline) -> str | None:
+    """Finish what an earlier run of the pipeline left unloaded (a killed sync), or drop it
+    when it cannot be loaded; says what was done, or None when nothing was pending.
+
+    dlt's `run` would otherwise load the pending package and return without extracting: the
+    sync after a killed one would report success on the old data, and a package that fails to
+    load would stop every later sync. Dropping is safe: a package's incremental state is
+    committed only with its load, so the next extraction reads its data again."""
+    if not pipeline.has_pending_data:
+        return None
+    try:
+        pipeline.normalize()
+        pipeline.load()
+    except Exception as error:  # any failure: the package must not block the runs after it
+        pipeline.drop_pending_packages()
+        message = (
+            f"{pipeline.pipeline_name}: an earlier run left data that cannot be loaded "
+            f"({error.__class__.__name__}); dropped, and extracted again"
+        )
+        LOG.warning(message)
+        return message
+    message = f"{pipeline.pipeline_name}: loaded what an earlier, interrupted run had extracted"
+    LOG.warning(message)
+    return message
+
+
+def run_extraction(item: Extraction) -> LoadInfo:
+    """One extraction: what an earlier run left pending first, then this run's data."""
+    settle_pending(item.pipeline)
+    return item.pipeline.run(item.source)
+
+
 def run_extractions(config: MailbridgeConfig, *, full_refresh: bool, run_id: str) -> dict[str, LoadInfo]:
     """Run every extraction in turn (DuckDB takes one writer at a time)."""
-    return {
-        item.name: item.pipeline.run(item.source)
-        for item in extractions(config, full_refresh=full_refresh, run_id=run_id)
-    }
+    return {item.name: run_extraction(item) for item in extractions(config, full_refresh=full_refresh, run_id=run_id)}
