@@ -478,7 +478,13 @@ def mailchimp_source(
     ) -> Iterator[pa.Table]:
         path = settings.EMAIL_ACTIVITY_PATH.format(campaign_id=campaign["id"])
         for page in paged(
-            client, path, "emails", params, page_size=limits.page_size, concurrency=account.max_connections
+            client,
+            path,
+            "emails",
+            params,
+            page_size=limits.page_size,
+            concurrency=account.max_connections,
+            key="email_id",
         ):
             rows = [
                 {
@@ -536,7 +542,12 @@ def mailchimp_source(
         ) -> Iterator[pa.Table]:
             path = path_template.format(campaign_id=campaign["id"])
             for page in paged(
-                client, path, collection, page_size=limits.page_size, concurrency=account.max_connections
+                client,
+                path,
+                collection,
+                page_size=limits.page_size,
+                concurrency=account.max_connections,
+                key="email_id",
             ):
                 rows = [
                     {

@@ -61,8 +61,12 @@ def test_every_member_loaded_exactly_once_despite_faults(
         rate_slow=0.05,
         slow_seconds=0.05,
         rate_truncated=0.05,
+        rate_malformed=0.04,
+        rate_reset=0.04,
+        rate_timeout=0.02,
+        hang_seconds=1.0,
     )
-    config = mailchimp_config(tmp_path, emulator)
+    config = mailchimp_config(tmp_path, emulator, timeout_seconds=0.5)
     extract(config, full_refresh=True, run_id="faulty")
 
     account = emulator.state.account_named("brand_main")
@@ -81,7 +85,8 @@ def test_every_member_loaded_exactly_once_despite_faults(
         sent = db.execute("select count(*) from raw_mailchimp.sent_to").fetchone()[0]
         assert sent == sum(len(c.recipients) for c in account.campaigns.values())
     injected = emulator.emulator.faults.as_json()["injected"]
-    assert injected.get("429", 0) and injected.get("5xx", 0) and injected.get("truncated", 0)
+    assert all(injected.get(kind) for kind in ("429", "429_retry_after", "5xx", "truncated", "malformed", "reset"))
+    assert injected.get("timeout")
     assert max(emulator.emulator.peak_in_flight.values()) <= 10
     assert not any(entry.fault == "connection_limit" for entry in emulator.emulator.log.snapshot())
 
@@ -325,3 +330,99 @@ def test_an_unreadable_list_index_marks_every_known_list_unread(
             "select bool_and(completed), count(*) from raw_mailchimp.list_extractions where run_id = 'readable'"
         ).fetchone()
     assert completed == (True, 2)
+
+
+@pytest.mark.parametrize("full_refresh", [True, False], ids=["full", "incremental"])
+def test_offset_drift_loses_and_repeats_no_member(
+    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch, full_refresh: bool
+) -> None:
+    """Members inserted and erased ahead of the page being read shift every later offset: a
+    member present all along is still read once, and the read completes."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    emulator: RunningEmulator = serve_mailchimp(scenario)
+    config = mailchimp_config(tmp_path, emulator)
+    lists = emulator.state.account_named("brand_main").lists
+    changed: set[str] = set()
+    if not full_refresh:
+        extract(config, full_refresh=True, run_id="first")
+        api = httpx.Client(base_url=emulator.base_url + "/", auth=("x", KEY))
+        for member in list(lists["nl0001"].members.values())[::2]:  # half of the list changes
+            api.patch(f"lists/nl0001/members/{member.id}", json={"merge_fields": {"LNAME": "Neu"}})
+            changed.add(member.id)
+    emulator.emulator.faults.configure(
+        type(emulator.emulator.faults.settings)(
+            seed=5, drift_members=3, rules=[{"method": "GET", "path_contains": "/members", "rate_offset_drift": 0.5}]
+        )
+    )
+    before = {list_id: set(item.members) for list_id, item in lists.items()}
+    extract(config, full_refresh=full_refresh, run_id="drifting")
+    assert emulator.emulator.faults.as_json()["injected"]["offset_drift"] >= 2
+    with warehouse(config) as db:
+        for list_id, item in lists.items():
+            loaded = [
+                r[0] for r in db.execute("select id from raw_mailchimp.members where list_id = ?", [list_id]).fetchall()
+            ]
+            assert len(loaded) == len(set(loaded))
+            present_throughout = before[list_id] & set(item.members)
+            assert present_throughout - set(loaded) == set(), f"{list_id}: members present all along were not read"
+        # an incremental read that skipped a changed member leaves its old version in place
+        renamed = {r[0] for r in db.execute("select id from raw_mailchimp.members where last_name = 'Neu'").fetchall()}
+        assert (changed & set(lists["nl0001"].members)) - renamed == set()
+        completed = db.execute(
+            "select bool_and(completed) from raw_mailchimp.list_extractions where run_id = 'drifting'"
+        ).fetchone()[0]
+    assert completed is True
+
+
+def test_a_list_that_keeps_drifting_is_aborted_not_read_short(
+    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    """Pages overlap by a tenth: a smaller drift is read through; one that moves members by
+    more than that between every two page reads cannot be, and the list is not taken as read."""
+    rules = [{"method": "GET", "path_contains": "/lists/pn0001/members", "rate_offset_drift": 1.0}]
+    emulator: RunningEmulator = serve_mailchimp(scenario, rules=rules, drift_members=20)
+    config = mailchimp_config(tmp_path, emulator)
+    extract(config, full_refresh=True, run_id="drifting")
+    with warehouse(config) as db:
+        outcomes = dict(
+            db.execute("select list_id, coalesce(error, '') from raw_mailchimp.list_extractions").fetchall()
+        )
+        completed = dict(db.execute("select list_id, completed from raw_mailchimp.list_extractions").fetchall())
+    assert completed == {"nl0001": True, "pn0001": False}
+    assert "kept changing while it was read" in outcomes["pn0001"]
+
+
+class ScriptedClient:
+    """Answers GETs of one path from a list of pages, by offset."""
+
+    account_label = "Mailchimp account 'brand_main'"
+
+    def __init__(self, answers: dict[int, Any]) -> None:
+        self.answers = answers
+
+    def get(self, path: str, params: dict[str, Any]) -> Any:
+        return self.answers[params["offset"]]
+
+
+def test_a_page_without_its_collection_fails_the_read_instead_of_ending_it() -> None:
+    from pipelines.http import EspApiError
+    from pipelines.mailchimp.helpers import paged
+
+    members = [{"id": f"m{i}"} for i in range(10)]
+    client = ScriptedClient({0: {"members": members[:5], "total_items": 10}, 4: {"total_items": 10}})
+    with pytest.raises(EspApiError, match="offset 4 answered without a 'members' list"):
+        list(paged(client, "lists/x/members", "members", page_size=5))  # type: ignore[arg-type]
+    client = ScriptedClient({0: {"members": members[:5]}})
+    with pytest.raises(EspApiError, match="offset 0 answered without"):
+        list(paged(client, "lists/x/members", "members", page_size=5))  # type: ignore[arg-type]
+    client = ScriptedClient(
+        {
+            0: {"members": members[:5], "total_items": 10},
+            4: {"members": members[4:9], "total_items": 10},
+            8: {"members": members[8:], "total_items": 10},
+        }
+    )
+    assert [m["id"] for page in paged(client, "lists/x/members", "members", page_size=5) for m in page] == [  # type: ignore[arg-type]
+        m["id"] for m in members
+    ]
