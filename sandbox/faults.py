@@ -51,6 +51,8 @@ class FaultRule(FaultRates):
     method: str | None = None
     path_contains: str | None = None
     path_regex: str | None = None  # matched against the whole path
+    # at most this many failures under these rates, then none (a single blip: limit 1)
+    limit: int | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method.upper():
@@ -86,7 +88,7 @@ class FaultSettings(FaultRule):
             if outside:
                 raise ValueError(f"fault rates must be between 0 and 1: {', '.join(outside)}")
 
-    def rates_for(self, method: str, path: str) -> FaultRates | None:
+    def rates_for(self, method: str, path: str) -> FaultRule | None:
         for rule in self.rules:
             if rule.matches(method, path):
                 return rule
@@ -111,6 +113,7 @@ class FaultInjector:
         with self._lock:
             self.settings = settings
             self._seen: dict[str, int] = {}
+            self._failures: dict[int, int] = {}  # per rule (by id): failures injected under it
             self.injected: dict[str, int] = {}
 
     def draw(
@@ -138,12 +141,14 @@ class FaultInjector:
                 faults.append(Fault("slow"))
             roll = rng.random()
             threshold = 0.0
-            for kind in FAILURE_KINDS:
+            spent = rates.limit is not None and self._failures.get(id(rates), 0) >= rates.limit
+            for kind in () if spent else FAILURE_KINDS:
                 if kind not in applicable:
                     continue
                 threshold += rates.rate_of(kind)
                 if roll < threshold:
                     faults.append(Fault(kind, rng.getrandbits(32)))
+                    self._failures[id(rates)] = self._failures.get(id(rates), 0) + 1
                     break
             for fault in faults:
                 self.injected[fault.kind] = self.injected.get(fault.kind, 0) + 1

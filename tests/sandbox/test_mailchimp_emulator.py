@@ -381,3 +381,12 @@ def test_offset_drift_inserts_or_removes_members_ahead_of_the_page(serve_mailchi
         assert page["total_items"] == len(after)
         seen_changes.add("inserted" if inserted else "removed")
     assert seen_changes == {"inserted", "removed"}
+
+
+def test_a_fault_rule_with_a_limit_goes_quiet_after_it(mailchimp: RunningEmulator) -> None:
+    from sandbox.faults import FaultRule, FaultSettings
+
+    rule = FaultRule(method="GET", path_contains="/lists", rate_5xx=1.0, limit=2)
+    mailchimp.emulator.faults.configure(FaultSettings(rules=[rule]))
+    codes = [httpx.get(f"{mailchimp.base_url}/lists", auth=("x", KEY)).status_code for _ in range(5)]
+    assert codes[2:] == [200, 200, 200] and all(code >= 500 for code in codes[:2])
