@@ -185,6 +185,7 @@ class EspHttpClient:
                         return json.loads(body)
                     except (json.JSONDecodeError, UnicodeDecodeError) as error:
                         last_problem = f"unreadable body ({error})"
+                        uncertain = True  # it was answered, so it took effect: only the answer is lost
             if attempt == self.retry.max_retries:
                 break
             self.retries += 1

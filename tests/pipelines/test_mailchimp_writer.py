@@ -373,3 +373,18 @@ def test_a_campaign_send_whose_answer_was_lost_is_sent(
     assert account.campaigns["cmp002"].status == "sent"
     sends = [e for e in mailchimp.emulator.log.snapshot() if e.path.endswith("/cmp002/actions/send")]
     assert len(sends) == 2
+
+
+def test_a_transmit_whose_answer_came_back_unreadable_is_sent(
+    mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A truncated 200 means the batch took effect; only its answer was lost."""
+    from sandbox.faults import FaultRule
+
+    rule = FaultRule(method="POST", path_regex=r"/3\.0/lists/nl0001", rate_truncated=1.0, limit=1)
+    mailchimp.emulator.faults.configure(FaultSettings(rules=[rule]))
+    (outcome,) = writer_for(mailchimp, monkeypatch).write(
+        "nl0001", [EspWrite("t", "transmit", "neu.leser@beispiel.de")]
+    )
+    assert mailchimp.emulator.faults.as_json()["injected"] == {"truncated": 1}
+    assert outcome.status == "sent"
