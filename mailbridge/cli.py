@@ -171,6 +171,37 @@ def reconciliation_counts(config: MailbridgeConfig) -> dict[str, dict[str, int]]
     return counts
 
 
+def print_read_failures(config: MailbridgeConfig) -> int:
+    """Warn of every ESP read the latest extraction could not complete; returns how many.
+    The rest of the sync went on, and the next sync reads them again."""
+    import duckdb
+
+    try:
+        with duckdb.connect(str(config.warehouse_path()), read_only=True) as connection:
+            lists = connection.execute(
+                "select esp_account, esp_list_id, coalesce(error_message, '') "
+                "from intermediate.int_esp__list_extractions where not is_completed order by all"
+            ).fetchall()
+            reads = connection.execute(
+                "select esp_account, resource, coalesce(campaign_id, ''), coalesce(error_message, '') "
+                "from intermediate.int_esp__resource_extractions where not is_completed order by all"
+            ).fetchall()
+    except duckdb.CatalogException:  # a warehouse from before these models: nothing to tell
+        return 0
+    for account, list_id, error in lists:
+        err.print(
+            f"[yellow]warning:[/yellow] the members of {account} list {list_id} were not read completely: "
+            f"the list is aborted (nothing is pushed for it) until a sync reads it. {error}"
+        )
+    for account, resource, campaign, error in reads:
+        where = f" of campaign {campaign}" if campaign else ""
+        err.print(
+            f"[yellow]warning:[/yellow] {resource}{where} at {account} could not be read; "
+            f"the next sync reads it again. {error}"
+        )
+    return len(lists) + len(reads)
+
+
 def print_summary(counts: dict[str, dict[str, int]], expected: dict[str, dict[str, int]] | None = None) -> bool:
     """A table of results (rows) per list link (columns); with `expected`, mark every count that differs."""
     seen = {result for per_link in counts.values() for result in per_link}
@@ -377,6 +408,7 @@ def sync(
     try:
         run_sync_job(config, full_refresh=full, push=push, dry_run=dry_run)
         print_summary(reconciliation_counts(config))
+        print_read_failures(config)
     except MailbridgeExit as failure:
         if failure.args:
             err.print(f"[red]{failure.args[0]}[/red]")

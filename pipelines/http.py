@@ -17,6 +17,10 @@ import httpx
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+# answers after which the request may still have taken effect (a gateway gave up waiting)
+UNCERTAIN_STATUS = frozenset({408, 500, 502, 503, 504})
+# transport errors raised before the request left: it cannot have taken effect
+NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class EspHttpClient:
         )
         self.requests_sent = 0
         self.retries = 0
+        self._last = threading.local()
 
     def close(self) -> None:
         self._client.close()
@@ -137,8 +142,10 @@ class EspHttpClient:
     ) -> Any:
         """Send one request and return its decoded JSON body (None for 204)."""
         last_problem = "no attempt made"
+        uncertain = False  # an attempt may have taken effect without an answer
         for attempt in range(self.retry.max_retries + 1):
             retry_after: float | None = None
+            self._last.resent_after_uncertain = uncertain
             try:
                 with self._slots:
                     self.requests_sent += 1
@@ -146,7 +153,9 @@ class EspHttpClient:
                     body = response.content  # read fully inside the slot
             except httpx.TransportError as error:
                 last_problem = f"{type(error).__name__}: {error}"
+                uncertain = uncertain or not isinstance(error, NOT_SENT_ERRORS)
             else:
+                uncertain = uncertain or response.status_code in UNCERTAIN_STATUS
                 if response.status_code in (401, 403):
                     title, detail = problem_details(response)
                     raise EspAuthError(
@@ -176,6 +185,7 @@ class EspHttpClient:
                         return json.loads(body)
                     except (json.JSONDecodeError, UnicodeDecodeError) as error:
                         last_problem = f"unreadable body ({error})"
+                        uncertain = True  # it was answered, so it took effect: only the answer is lost
             if attempt == self.retry.max_retries:
                 break
             self.retries += 1
@@ -190,3 +200,10 @@ class EspHttpClient:
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return self.request_json("GET", path, params=params)
+
+    def resent_after_uncertain(self) -> bool:
+        """Whether this thread's last request was answered only after an earlier attempt that
+        may have taken effect unanswered (a timeout, a dropped connection, a gateway error).
+        A write's answer then may describe the world after that attempt: "already a member",
+        "not found", "already sent" can be its own doing."""
+        return bool(getattr(self._last, "resent_after_uncertain", False))

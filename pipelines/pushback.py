@@ -219,14 +219,19 @@ def close_interrupted_attempts(db: duckdb.DuckDBPyConnection) -> int:
 
 def confirm_previous_attempts(db: duckdb.DuckDBPyConnection) -> int:
     """After a sync: an action sent before the queue was rebuilt is confirmed when it is no
-    longer needed, and failed ('not_confirmed', so sent again) when it still is."""
+    longer needed, and failed ('not_confirmed', so sent again) when it still is. On a list
+    whose read broke off (aborted) the sync saw nothing: its actions stay sent until one reads it."""
     built = db.execute("select max(reconciled_at) from marts.fct_list_reconciliation").fetchone()
     if built is None or built[0] is None:
         return 0
     queued = "select action_id from marts.fct_pushback_queue where queue_status = 'ready'"
+    unread = (
+        "select list_link_id from marts.fct_list_reconciliation where result = 'aborted' and list_link_id is not null"
+    )
     confirmed = db.execute(
         f"update ops.pushback_outbox set status = 'confirmed', updated_at = ? "
-        f"where status = 'sent' and attempted_at < ? and action_id not in ({queued}) returning 1",
+        f"where status = 'sent' and attempted_at < ? and action_id not in ({queued}) "
+        f"and coalesce(list_link_id, '') not in ({unread}) returning 1",
         [_now(), built[0]],
     ).fetchall()
     db.execute(

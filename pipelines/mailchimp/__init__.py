@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +46,28 @@ EXTRACTION_SCHEMA = pa.schema(
         ("error", pa.string()),
     ]
 )
+# the latest read of each resource per account (and campaign, for a campaign's reports):
+# a read that broke off is recorded here and read again next run, the others go on
+RESOURCE_EXTRACTION_SCHEMA = pa.schema(
+    [
+        ("esp_account", pa.string()),
+        ("resource", pa.string()),
+        ("campaign_id", pa.string()),  # '' for an account-wide read (lists, campaigns)
+        ("run_id", pa.string()),
+        ("started_at", TS),
+        ("finished_at", TS),
+        ("completed", pa.bool_()),
+        ("rows_fetched", pa.int64()),
+        ("error", pa.string()),
+    ]
+)
+RESOURCE_EXTRACTION_HINTS = dlt.mark.make_hints(
+    table_name="resource_extractions",
+    write_disposition="merge",
+    primary_key=(ACCOUNT_KEY, "resource", "campaign_id"),
+)
+# what a read that breaks off raises: retries spent, an error answer, an answer that cannot be read
+READ_FAILURES = (EspApiError, ValueError, KeyError, TypeError)
 LIST_SCHEMA = pa.schema(
     [
         ("esp_account", pa.string()),
@@ -149,6 +171,54 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def resource_extractions(outcomes: list[dict[str, Any]]) -> Any:
+    """The outcome of each read of one resource in this run, merged into resource_extractions."""
+    return dlt.mark.with_hints(
+        rows_table(outcomes, RESOURCE_EXTRACTION_SCHEMA), RESOURCE_EXTRACTION_HINTS, create_table_variant=True
+    )
+
+
+def recorded_read(
+    outcomes: list[dict[str, Any]],
+    account: str,
+    resource: str,
+    campaign_id: str,
+    tables: Iterator[pa.Table],
+    run_id: str,
+) -> Generator[pa.Table, None, bool]:
+    """Yield one read's tables. A read that breaks off (retries spent, an error answer, an
+    answer that cannot be read) fails alone: it is recorded in `outcomes` with its error and
+    a warning, and the caller keeps its cursor. Refused credentials still stop the source.
+    Returns whether the read completed."""
+    started = _now()
+    fetched = 0
+    error: str | None = None
+    try:
+        for table in tables:
+            fetched += table.num_rows
+            yield table
+    except EspAuthError:
+        raise
+    except READ_FAILURES as failure:
+        error = str(failure) if isinstance(failure, EspApiError) else f"unreadable answer: {failure!r}"
+        where = f" of campaign {campaign_id}" if campaign_id else ""
+        log.warning("%s%s of %s not read; read again next run: %s", resource, where, account, error)
+    outcomes.append(
+        {
+            "esp_account": account,
+            "resource": resource,
+            "campaign_id": campaign_id,
+            "run_id": run_id,
+            "started_at": started,
+            "finished_at": _now(),
+            "completed": error is None,
+            "rows_fetched": fetched,
+            "error": error,
+        }
+    )
+    return error is None
+
+
 @dlt.source(name="mailchimp", max_table_nesting=0)
 def mailchimp_source(
     accounts: Sequence[EspAccount],
@@ -174,44 +244,59 @@ def mailchimp_source(
             clients[account.name] = mailchimp_client(account, retry, limits.timeout_seconds)
         return clients[account.name]
 
-    def all_lists(account: EspAccount) -> list[dict[str, Any]]:
-        client = client_for(account)
-        pages = paged(
-            client, settings.LISTS_PATH, "lists", page_size=limits.page_size, concurrency=account.max_connections
-        )
-        return [item for page in pages for item in page]
+    # read once a run; a failed read is kept and raised to every resource that needs it
+    list_cache: dict[str, list[dict[str, Any]] | Exception] = {}
+    campaign_cache: dict[str, list[dict[str, Any]] | Exception] = {}
 
-    campaign_cache: dict[str, list[dict[str, Any]]] = {}
+    def read_once(
+        cache: dict[str, list[dict[str, Any]] | Exception], account: EspAccount, path: str, collection: str
+    ) -> list[dict[str, Any]]:
+        if account.name not in cache:
+            try:
+                pages = paged(
+                    client_for(account),
+                    path,
+                    collection,
+                    page_size=limits.page_size,
+                    concurrency=account.max_connections,
+                )
+                cache[account.name] = [item for page in pages for item in page]
+            except EspAuthError:
+                raise
+            except READ_FAILURES as error:
+                cache[account.name] = error
+        cached = cache[account.name]
+        if isinstance(cached, Exception):
+            raise cached
+        return cached
+
+    def all_lists(account: EspAccount) -> list[dict[str, Any]]:
+        return read_once(list_cache, account, settings.LISTS_PATH, "lists")
 
     def campaigns_of(account: EspAccount) -> list[dict[str, Any]]:
-        if account.name not in campaign_cache:
-            client = client_for(account)
-            pages = paged(
-                client,
-                settings.CAMPAIGNS_PATH,
-                "campaigns",
-                page_size=limits.page_size,
-                concurrency=account.max_connections,
-            )
-            campaign_cache[account.name] = [item for page in pages for item in page]
-        return campaign_cache[account.name]
+        return read_once(campaign_cache, account, settings.CAMPAIGNS_PATH, "campaigns")
+
+    def list_table(account: EspAccount) -> Iterator[pa.Table]:
+        rows = [
+            {
+                "esp_account": account.name,
+                "id": item["id"],
+                "name": item.get("name"),
+                "date_created": item.get("date_created"),
+                "member_count": (item.get("stats") or {}).get("member_count"),
+                "unsubscribe_count": (item.get("stats") or {}).get("unsubscribe_count"),
+                "cleaned_count": (item.get("stats") or {}).get("cleaned_count"),
+            }
+            for item in all_lists(account)
+        ]
+        yield rows_table(rows, LIST_SCHEMA, ["date_created"])
 
     @dlt.resource(name="lists", primary_key=(ACCOUNT_KEY, "id"), write_disposition="merge")
-    def lists() -> Iterator[pa.Table]:
+    def lists() -> Iterator[Any]:
+        outcomes: list[dict[str, Any]] = []
         for account in accounts:
-            rows = [
-                {
-                    "esp_account": account.name,
-                    "id": item["id"],
-                    "name": item.get("name"),
-                    "date_created": item.get("date_created"),
-                    "member_count": (item.get("stats") or {}).get("member_count"),
-                    "unsubscribe_count": (item.get("stats") or {}).get("unsubscribe_count"),
-                    "cleaned_count": (item.get("stats") or {}).get("cleaned_count"),
-                }
-                for item in all_lists(account)
-            ]
-            yield rows_table(rows, LIST_SCHEMA, ["date_created"])
+            yield from recorded_read(outcomes, account.name, "lists", "", list_table(account), run_id)
+        yield resource_extractions(outcomes)
 
     @dlt.resource(
         name="members",
@@ -219,27 +304,63 @@ def mailchimp_source(
         write_disposition="replace" if full_refresh else "merge",
     )
     def members() -> Iterator[pa.Table]:
+        # dlt resets a replace resource's state: after a full read that broke off, the list's
+        # next read is whole, so none of its members that the replace dropped looks gone
         cursors: dict[str, str] = dlt.current.resource_state().setdefault("last_changed", {})
+        # the lists of each account at its last readable index, kept where a full read does not
+        # reset them: when the index cannot be read, each is recorded unread
+        known_lists: dict[str, list[str]] = dlt.current.source_state().setdefault("known_lists", {})
         yielded = False
+
+        def extraction_record(account: EspAccount, list_id: str, since: datetime | None) -> dict[str, Any]:
+            return {
+                "extraction_id": f"{run_id}:{account.name}:{list_id}",
+                "run_id": run_id,
+                "esp_account": account.name,
+                "list_id": list_id,
+                "mode": "full" if full_refresh else "incremental",
+                "since_last_changed": since,
+                "started_at": _now(),
+                "completed": False,
+                "members_fetched": 0,
+                "error": None,
+            }
+
+        def extraction_row(record: dict[str, Any]) -> Any:
+            # one row per list and run, appended whatever the members' disposition is
+            return dlt.mark.with_hints(
+                rows_table([record], EXTRACTION_SCHEMA),
+                dlt.mark.make_hints(
+                    table_name="list_extractions", write_disposition="append", primary_key="extraction_id"
+                ),
+                create_table_variant=True,
+            )
+
         for account in accounts:
             client = client_for(account)
-            for mailchimp_list in all_lists(account):
-                list_id = mailchimp_list["id"]
+            try:
+                list_ids = [item["id"] for item in all_lists(account)]
+            except EspAuthError:
+                raise
+            except READ_FAILURES as error:
+                # no list of this account is read: each one known is recorded unread, so that
+                # none is reconciled as if its members had left
+                prefix = f"{account.name}/"
+                known = set(known_lists.get(account.name, []))
+                known |= {key.removeprefix(prefix) for key in cursors if key.startswith(prefix)}
+                log.error("the lists of %s could not be read; no member was read: %s", account.name, error)
+                for list_id in sorted(known):
+                    record = extraction_record(account, list_id, None)
+                    record["error"] = f"the account's lists could not be read: {error}"
+                    record["finished_at"] = _now()
+                    yield extraction_row(record)
+                continue
+            known_lists[account.name] = list_ids
+            for list_id in list_ids:
                 cursor_key = f"{account.name}/{list_id}"
                 since = None if full_refresh else parse_timestamp(cursors.get(cursor_key))
-                extraction_id = f"{run_id}:{account.name}:{list_id}"
-                record: dict[str, Any] = {
-                    "extraction_id": extraction_id,
-                    "run_id": run_id,
-                    "esp_account": account.name,
-                    "list_id": list_id,
-                    "mode": "full" if full_refresh else "incremental",
-                    "since_last_changed": since,
-                    "started_at": _now(),
-                    "completed": False,
-                    "members_fetched": 0,
-                    "error": None,
-                }
+                record = extraction_record(account, list_id, since)
+                extraction_id = record["extraction_id"]
                 params: dict[str, Any] = {"fields": fields_param("members", settings.MEMBER_FIELDS)}
                 if since is not None:
                     params["since_last_changed"] = format_timestamp(since)
@@ -270,154 +391,194 @@ def mailchimp_source(
                         yield member_addresses(table, record["started_at"])
                 except EspAuthError:
                     raise
-                except EspApiError as error:
-                    record["error"] = str(error)
+                except READ_FAILURES as error:
+                    record["error"] = str(error) if isinstance(error, EspApiError) else f"unreadable answer: {error!r}"
                     log.error("members of %s list %s not completely extracted: %s", account.name, list_id, error)
                 else:
                     record["completed"] = True
                     if newest is not None:
                         cursors[cursor_key] = format_timestamp(newest)
                 record["finished_at"] = _now()
-                # one row per list and run, appended whatever the members' disposition is
-                yield dlt.mark.with_hints(
-                    rows_table([record], EXTRACTION_SCHEMA),
-                    dlt.mark.make_hints(
-                        table_name="list_extractions", write_disposition="append", primary_key="extraction_id"
-                    ),
-                    create_table_variant=True,
-                )
+                yield extraction_row(record)
         if not yielded:  # so the raw tables exist even when no member changed
             empty = members_table("", "", [], "")
             yield empty
             yield member_addresses(empty, _now())
 
+    def campaign_table(account: EspAccount) -> Iterator[pa.Table]:
+        rows = [
+            {
+                "esp_account": account.name,
+                "id": item["id"],
+                "list_id": (item.get("recipients") or {}).get("list_id"),
+                "type": item.get("type"),
+                "status": item.get("status"),
+                "subject_line": (item.get("settings") or {}).get("subject_line"),
+                "title": (item.get("settings") or {}).get("title"),
+                "create_time": item.get("create_time"),
+                "send_time": item.get("send_time"),
+                "emails_sent": item.get("emails_sent"),
+            }
+            for item in campaigns_of(account)
+        ]
+        yield rows_table(rows, CAMPAIGN_SCHEMA, ["create_time", "send_time"])
+
     @dlt.resource(name="campaigns", primary_key=(ACCOUNT_KEY, "id"), write_disposition="merge")
-    def campaigns() -> Iterator[pa.Table]:
+    def campaigns() -> Iterator[Any]:
+        outcomes: list[dict[str, Any]] = []
         for account in accounts:
+            yield from recorded_read(outcomes, account.name, "campaigns", "", campaign_table(account), run_id)
+        yield resource_extractions(outcomes)
+
+    def sent_campaigns(account: EspAccount) -> list[dict[str, Any]]:
+        try:
+            return [item for item in campaigns_of(account) if item.get("status") == "sent"]
+        except EspAuthError:
+            raise
+        except READ_FAILURES:
+            return []  # the campaigns resource records why; their reports are read next run
+
+    def report_table(client: EspHttpClient, account: EspAccount, campaign: dict[str, Any]) -> Iterator[pa.Table]:
+        report = client.get(settings.REPORT_PATH.format(campaign_id=campaign["id"]))
+        bounces, opens, clicks = report.get("bounces", {}), report.get("opens", {}), report.get("clicks", {})
+        row = {
+            "esp_account": account.name,
+            "campaign_id": campaign["id"],
+            "list_id": report.get("list_id"),
+            "send_time": report.get("send_time"),
+            "emails_sent": report.get("emails_sent"),
+            "unsubscribed": report.get("unsubscribed"),
+            "hard_bounces": bounces.get("hard_bounces"),
+            "soft_bounces": bounces.get("soft_bounces"),
+            "syntax_errors": bounces.get("syntax_errors"),
+            "opens_total": opens.get("opens_total"),
+            "unique_opens": opens.get("unique_opens"),
+            "open_rate": opens.get("open_rate"),
+            "clicks_total": clicks.get("clicks_total"),
+            "unique_clicks": clicks.get("unique_clicks"),
+            "unique_subscriber_clicks": clicks.get("unique_subscriber_clicks"),
+            "click_rate": clicks.get("click_rate"),
+        }
+        yield rows_table([row], REPORT_SCHEMA, ["send_time"])
+
+    @dlt.resource(name="reports", primary_key=(ACCOUNT_KEY, "campaign_id"), write_disposition="merge")
+    def reports() -> Iterator[Any]:
+        outcomes: list[dict[str, Any]] = []
+        for account in accounts:
+            client = client_for(account)
+            tables: list[pa.Table] = []
+            for campaign in sent_campaigns(account):
+                read = report_table(client, account, campaign)
+                tables += recorded_read(outcomes, account.name, "reports", campaign["id"], read, run_id)
+            yield pa.concat_tables(tables) if tables else rows_table([], REPORT_SCHEMA)
+        yield resource_extractions(outcomes)
+
+    def activity_tables(
+        client: EspHttpClient, account: EspAccount, campaign: dict[str, Any], params: dict[str, Any]
+    ) -> Iterator[pa.Table]:
+        path = settings.EMAIL_ACTIVITY_PATH.format(campaign_id=campaign["id"])
+        for page in paged(
+            client,
+            path,
+            "emails",
+            params,
+            page_size=limits.page_size,
+            concurrency=account.max_connections,
+            key="email_id",
+        ):
             rows = [
                 {
                     "esp_account": account.name,
-                    "id": item["id"],
-                    "list_id": (item.get("recipients") or {}).get("list_id"),
-                    "type": item.get("type"),
-                    "status": item.get("status"),
-                    "subject_line": (item.get("settings") or {}).get("subject_line"),
-                    "title": (item.get("settings") or {}).get("title"),
-                    "create_time": item.get("create_time"),
-                    "send_time": item.get("send_time"),
-                    "emails_sent": item.get("emails_sent"),
+                    "campaign_id": campaign["id"],
+                    "list_id": email.get("list_id"),
+                    "email_id": email.get("email_id"),
+                    "email_address": email.get("email_address"),
+                    "action": activity.get("action"),
+                    "timestamp": activity.get("timestamp"),
+                    "ip": activity.get("ip") or None,
+                    "url": activity.get("url") or "",
+                    "bounce_type": activity.get("type") or None,
                 }
-                for item in campaigns_of(account)
+                for email in page
+                for activity in email.get("activity") or []
             ]
-            yield rows_table(rows, CAMPAIGN_SCHEMA, ["create_time", "send_time"])
-
-    def sent_campaigns(account: EspAccount) -> list[dict[str, Any]]:
-        return [item for item in campaigns_of(account) if item.get("status") == "sent"]
-
-    @dlt.resource(name="reports", primary_key=(ACCOUNT_KEY, "campaign_id"), write_disposition="merge")
-    def reports() -> Iterator[pa.Table]:
-        for account in accounts:
-            client = client_for(account)
-            rows = []
-            for campaign in sent_campaigns(account):
-                report = client.get(settings.REPORT_PATH.format(campaign_id=campaign["id"]))
-                bounces, opens, clicks = report.get("bounces", {}), report.get("opens", {}), report.get("clicks", {})
-                rows.append(
-                    {
-                        "esp_account": account.name,
-                        "campaign_id": campaign["id"],
-                        "list_id": report.get("list_id"),
-                        "send_time": report.get("send_time"),
-                        "emails_sent": report.get("emails_sent"),
-                        "unsubscribed": report.get("unsubscribed"),
-                        "hard_bounces": bounces.get("hard_bounces"),
-                        "soft_bounces": bounces.get("soft_bounces"),
-                        "syntax_errors": bounces.get("syntax_errors"),
-                        "opens_total": opens.get("opens_total"),
-                        "unique_opens": opens.get("unique_opens"),
-                        "open_rate": opens.get("open_rate"),
-                        "clicks_total": clicks.get("clicks_total"),
-                        "unique_clicks": clicks.get("unique_clicks"),
-                        "unique_subscriber_clicks": clicks.get("unique_subscriber_clicks"),
-                        "click_rate": clicks.get("click_rate"),
-                    }
-                )
-            yield rows_table(rows, REPORT_SCHEMA, ["send_time"])
+            if rows:
+                yield with_email_key(rows_table(rows, ACTIVITY_SCHEMA, ["timestamp"]), "email_address")
 
     @dlt.resource(
         name="email_activity",
         primary_key=(ACCOUNT_KEY, "campaign_id", "email_id", "action", "timestamp", "url"),
         write_disposition="merge",
     )
-    def email_activity() -> Iterator[pa.Table]:
+    def email_activity() -> Iterator[Any]:
         cursors: dict[str, str] = dlt.current.resource_state().setdefault("since", {})
-        yielded = False
+        outcomes: list[dict[str, Any]] = []
         for account in accounts:
             client = client_for(account)
             for campaign in sent_campaigns(account):
                 cursor_key = f"{account.name}/{campaign['id']}"
                 params = {} if full_refresh or cursor_key not in cursors else {"since": cursors[cursor_key]}
                 started = _now()
-                path = settings.EMAIL_ACTIVITY_PATH.format(campaign_id=campaign["id"])
-                for page in paged(
-                    client, path, "emails", params, page_size=limits.page_size, concurrency=account.max_connections
-                ):
-                    rows = [
-                        {
-                            "esp_account": account.name,
-                            "campaign_id": campaign["id"],
-                            "list_id": email.get("list_id"),
-                            "email_id": email.get("email_id"),
-                            "email_address": email.get("email_address"),
-                            "action": activity.get("action"),
-                            "timestamp": activity.get("timestamp"),
-                            "ip": activity.get("ip") or None,
-                            "url": activity.get("url") or "",
-                            "bounce_type": activity.get("type") or None,
-                        }
-                        for email in page
-                        for activity in email.get("activity") or []
-                    ]
-                    if rows:
-                        yielded = True
-                        yield with_email_key(rows_table(rows, ACTIVITY_SCHEMA, ["timestamp"]), "email_address")
-                cursors[cursor_key] = format_timestamp(started)
-        if not yielded:
+                read = activity_tables(client, account, campaign, params)
+                # the cursor moves only past a complete read: a failed one is read again from it
+                if (yield from recorded_read(outcomes, account.name, "email_activity", campaign["id"], read, run_id)):
+                    cursors[cursor_key] = format_timestamp(started)
+        if not any(outcome["rows_fetched"] for outcome in outcomes):
             yield with_email_key(rows_table([], ACTIVITY_SCHEMA), "email_address")
+        yield resource_extractions(outcomes)
 
     def per_recipient(
-        path_template: str, collection: str, schema: pa.Schema, timestamps: Sequence[str], row_fields: Sequence[str]
-    ) -> Iterator[pa.Table]:
-        yielded = False
+        resource: str,
+        path_template: str,
+        collection: str,
+        schema: pa.Schema,
+        timestamps: Sequence[str],
+        row_fields: Sequence[str],
+    ) -> Iterator[Any]:
+        outcomes: list[dict[str, Any]] = []
+
+        def recipient_tables(
+            client: EspHttpClient, account: EspAccount, campaign: dict[str, Any]
+        ) -> Iterator[pa.Table]:
+            path = path_template.format(campaign_id=campaign["id"])
+            for page in paged(
+                client,
+                path,
+                collection,
+                page_size=limits.page_size,
+                concurrency=account.max_connections,
+                key="email_id",
+            ):
+                rows = [
+                    {
+                        "esp_account": account.name,
+                        "campaign_id": campaign["id"],
+                        **{field: item.get(field) for field in row_fields},
+                    }
+                    for item in page
+                ]
+                if rows:
+                    yield with_email_key(rows_table(rows, schema, timestamps), "email_address")
+
         for account in accounts:
             client = client_for(account)
             for campaign in sent_campaigns(account):
-                path = path_template.format(campaign_id=campaign["id"])
-                for page in paged(
-                    client, path, collection, page_size=limits.page_size, concurrency=account.max_connections
-                ):
-                    rows = [
-                        {
-                            "esp_account": account.name,
-                            "campaign_id": campaign["id"],
-                            **{field: item.get(field) for field in row_fields},
-                        }
-                        for item in page
-                    ]
-                    if rows:
-                        yielded = True
-                        yield with_email_key(rows_table(rows, schema, timestamps), "email_address")
-        if not yielded:
+                read = recipient_tables(client, account, campaign)
+                yield from recorded_read(outcomes, account.name, resource, campaign["id"], read, run_id)
+        if not any(outcome["rows_fetched"] for outcome in outcomes):
             yield with_email_key(rows_table([], schema), "email_address")
+        yield resource_extractions(outcomes)
 
     @dlt.resource(name="sent_to", primary_key=(ACCOUNT_KEY, "campaign_id", "email_id"), write_disposition="merge")
-    def sent_to() -> Iterator[pa.Table]:
+    def sent_to() -> Iterator[Any]:
         fields = ("list_id", "email_id", "email_address", "status", "open_count", "last_open")
-        yield from per_recipient(settings.SENT_TO_PATH, "sent_to", SENT_TO_SCHEMA, ["last_open"], fields)
+        yield from per_recipient("sent_to", settings.SENT_TO_PATH, "sent_to", SENT_TO_SCHEMA, ["last_open"], fields)
 
     @dlt.resource(name="unsubscribes", primary_key=(ACCOUNT_KEY, "campaign_id", "email_id"), write_disposition="merge")
-    def unsubscribes() -> Iterator[pa.Table]:
+    def unsubscribes() -> Iterator[Any]:
         fields = ("list_id", "email_id", "email_address", "timestamp", "reason")
-        yield from per_recipient(settings.UNSUBSCRIBED_PATH, "unsubscribes", UNSUBSCRIBED_SCHEMA, ["timestamp"], fields)
+        yield from per_recipient(
+            "unsubscribes", settings.UNSUBSCRIBED_PATH, "unsubscribes", UNSUBSCRIBED_SCHEMA, ["timestamp"], fields
+        )
 
     return (lists, members, campaigns, reports, email_activity, sent_to, unsubscribes)

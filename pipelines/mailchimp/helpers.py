@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,8 +16,10 @@ import pyarrow as pa
 
 from mailbridge.config import EspAccount
 from mailbridge.email_key import with_email_key
-from pipelines.http import EspHttpClient, RetryPolicy
+from pipelines.http import EspApiError, EspHttpClient, RetryPolicy
 from pipelines.mailchimp import settings
+
+log = logging.getLogger(__name__)
 
 
 def subscriber_hash(email_address: str) -> str:
@@ -70,27 +74,96 @@ def paged(
     params: Mapping[str, Any] | None = None,
     page_size: int = settings.MAX_PAGE_SIZE,
     concurrency: int = settings.MAX_CONNECTIONS,
+    key: str = "id",
+    max_passes: int = settings.MAX_READ_PASSES,
 ) -> Iterator[list[dict[str, Any]]]:
-    """Yield the pages of a `count`/`offset` collection, in order.
+    """Yield the pages of a `count`/`offset` collection, in order, each item (by `key`) once.
 
     The first page tells `total_items`; the rest are fetched with up to `concurrency`
-    requests in flight, which the client's connection limit bounds as well.
+    requests in flight, which the client's connection limit bounds as well. Offset paging
+    drifts when the collection changes between two page reads: an item inserted ahead of
+    the next page repeats one, an item removed ahead of it skips one. So pages overlap, and
+    each must hold the last item of the page before it; until a page reaches the end of the
+    collection, a pass that breaks that chain is read again (only unseen items are yielded).
+    After `max_passes` broken passes the read fails, to be read again next run.
     """
     base = dict(params or {})
-    first = client.get(path, {**base, "count": page_size, "offset": 0})
-    yield first.get(collection, [])
-    total = int(first.get("total_items", 0))
-    offsets = list(range(page_size, total, page_size))
-    if not offsets:
-        return
+    overlap = min(page_size - 1, max(1, page_size // 10))
+    stride = page_size - overlap
+    seen: set[Any] = set()
 
-    def fetch(offset: int) -> list[dict[str, Any]]:
-        page = client.get(path, {**base, "count": page_size, "offset": offset})
-        items: list[dict[str, Any]] = page.get(collection, [])
-        return items
+    def fetch(offset: int) -> Page:
+        answer = client.get(path, {**base, "count": page_size, "offset": offset})
+        items = answer.get(collection) if isinstance(answer, dict) else None
+        total = answer.get("total_items") if isinstance(answer, dict) else None
+        if not isinstance(items, list) or not isinstance(total, int):
+            raise EspApiError(
+                f"{client.account_label}: GET {path} at offset {offset} answered without a "
+                f"'{collection}' list and total_items",
+                retryable=True,
+            )
+        return Page(offset, items, total)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(offsets)))) as pool:
-        yield from pool.map(fetch, offsets)
+    def unseen(page: Page) -> list[dict[str, Any]]:
+        fresh = [item for item in page.items if item.get(key) is None or item.get(key) not in seen]
+        seen.update(item[key] for item in fresh if item.get(key) is not None)
+        return fresh
+
+    def follows(before: Page, page: Page) -> bool:
+        """Does `page` continue right after `before`, which did not reach the end? It does when
+        it holds before's last item: every item between the two is then in one of them."""
+        if not before.items:  # empty short of the end: what it should have held moved ahead
+            return False
+        last = before.items[-1].get(key)
+        if overlap == 0 or last is None:  # pages of one item, or items without a key: nothing to check by
+            return True
+        return any(item.get(key) == last for item in page.items)
+
+    previous, complete, chained = Page(0, [], 0), False, True
+
+    def step(page: Page) -> None:
+        """Take the next page of a pass: is the chain from the first page still unbroken?"""
+        nonlocal previous, complete, chained
+        if chained and not complete:
+            chained = follows(previous, page)
+            complete = chained and page.reaches_end
+        previous = page
+
+    for attempt in range(1, max_passes + 1):
+        previous = fetch(0)
+        yield unseen(previous)
+        complete, chained = previous.reaches_end, True
+        offsets: list[int] = []
+        while not complete and len(offsets) * stride + page_size < previous.total:
+            offsets.append((len(offsets) + 1) * stride)
+        if offsets:
+            with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(offsets)))) as pool:
+                for page in pool.map(fetch, offsets):
+                    step(page)
+                    yield unseen(page)
+        while chained and not complete:  # it grew meanwhile: read on to its end
+            page = fetch(previous.offset + stride)
+            step(page)
+            yield unseen(page)
+        if complete:
+            return
+        log.info("%s: %s changed while it was read (pass %d), reading it again", client.account_label, path, attempt)
+    raise EspApiError(
+        f"{client.account_label}: GET {path} kept changing while it was read: offset paging drifted in "
+        f"{max_passes} passes in a row",
+        retryable=True,
+    )
+
+
+@dataclass(frozen=True)
+class Page:
+    offset: int
+    items: list[dict[str, Any]]
+    total: int  # total_items when this page was read
+
+    @property
+    def reaches_end(self) -> bool:
+        return self.offset + len(self.items) >= self.total
 
 
 def parse_timestamp(value: Any) -> datetime | None:

@@ -3,6 +3,8 @@
 DEFAULT_BASE_URL = "https://{dc}.api.mailchimp.com/3.0"
 MAX_PAGE_SIZE = 1000
 MAX_CONNECTIONS = 10
+# reads of a paged collection that drifted (changed between page reads) before one fails
+MAX_READ_PASSES = 3
 
 LISTS_PATH = "lists"
 MEMBERS_PATH = "lists/{list_id}/members"

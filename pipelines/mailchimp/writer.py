@@ -6,7 +6,9 @@ A batch member always carries an explicit `status` (a batch has no status_if_new
 its own:
 - transmit: `subscribed`, update_existing false. A new address is created subscribed; an
   existing member (archived ones included) is left alone and comes back "already a list
-  member": rejected `member_exists`, for the next sync to reconcile.
+  member": rejected `member_exists`, for the next sync to reconcile. When the batch was sent
+  again after an attempt whose answer was lost, a member that is subscribed now was added by
+  that attempt: sent.
 - start_doi: `pending`, update_existing true: the double opt-in mail goes to new members and
   to opted-out or archived ones, for whom it is the one way back. Mailchimp also demotes a
   subscribed member to pending; start_doi is only planned for addresses the last sync saw
@@ -217,6 +219,7 @@ class MailchimpWriter:
                 middle = len(batch) // 2
                 return self._send_batch(list_id, batch[:middle]) + self._send_batch(list_id, batch[middle:])
             return [WriteOutcome(w.action_id, "rejected", error_code(error), error.detail or str(error)) for w in batch]
+        resent = self.client.resent_after_uncertain()
         errors = {
             str(item.get("email_address", "")).strip().lower(): item for item in (response or {}).get("errors") or []
         }
@@ -225,6 +228,10 @@ class MailchimpWriter:
             error_item = errors.get(write.email_address.strip().lower())
             if error_item is None:
                 outcomes.append(WriteOutcome(write.action_id, "sent"))
+                continue
+            if resent and error_item.get("error_code") == "ERROR_CONTACT_EXISTS" and self._subscribed(list_id, write):
+                # an earlier attempt of this batch took effect unanswered: the member it added
+                outcomes.append(WriteOutcome(write.action_id, "sent", "applied_before_resend", None))
                 continue
             # per-member errors are about the data (member exists, compliance state, forgotten,
             # invalid): permanent; a transmit's existing member is the next sync's to reconcile
@@ -238,6 +245,15 @@ class MailchimpWriter:
                 )
             )
         return outcomes
+
+    def _subscribed(self, list_id: str, write: EspWrite) -> bool:
+        """Is the member subscribed now? A transmit asks for nothing else; any other status
+        (an opt-out above all) is not its doing and stays the next sync's to reconcile."""
+        try:
+            member = self._request("GET", f"lists/{list_id}/members/{subscriber_hash(write.email_address)}")
+        except EspApiError:
+            return False
+        return isinstance(member, dict) and member.get("status") == "subscribed"
 
     def _send_member_request(self, list_id: str, write: EspWrite) -> list[WriteOutcome]:
         if write.action == "update_fields":
@@ -282,6 +298,9 @@ class MailchimpWriter:
             if error.status == 404 and write.action == "delete":
                 # archived already (or never there): what the delete asks for holds
                 return WriteOutcome(write.action_id, "sent", "already_archived", None)
+            if error.status == 404:
+                # erased already, by an earlier attempt whose answer was lost or by someone else
+                return WriteOutcome(write.action_id, "sent", "already_erased", None)
             return WriteOutcome(write.action_id, "rejected", error_code(error), str(error))
         return WriteOutcome(write.action_id, "sent")
 
@@ -295,4 +314,12 @@ class MailchimpWriter:
     def send_campaign(self, campaign_id: str) -> None:
         """Send the campaign now (Mailchimp answers 204 No Content)."""
         self.requests += 1
-        self.client.request_json("POST", f"campaigns/{campaign_id}/actions/send")
+        try:
+            self.client.request_json("POST", f"campaigns/{campaign_id}/actions/send")
+        except EspApiError as error:
+            # "already sent" after an attempt whose answer was lost: that attempt sent it
+            if error.status != 400 or not self.client.resent_after_uncertain():
+                raise
+            campaign = self.client.get(f"campaigns/{campaign_id}", {"fields": "id,status"})
+            if campaign.get("status") not in ("sending", "sent"):
+                raise

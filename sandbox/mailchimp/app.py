@@ -18,7 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import hashlib
 import json
+import random
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -31,7 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pipelines.mailchimp.helpers import subscriber_hash
-from sandbox.faults import FaultInjector, FaultSettings, LoggedRequest, RequestLog
+from sandbox.faults import FAILURE_KINDS, Fault, FaultInjector, FaultSettings, LoggedRequest, RequestLog
 from sandbox.mailchimp.loader import load_into_state
 from sandbox.mailchimp.state import (
     COMPLIANCE_STATES,
@@ -143,6 +148,57 @@ def require_valid_address(email_address: Any) -> str:
     return str(email_address)
 
 
+SERVER_ERRORS = (
+    (500, "Internal Server Error"),
+    (502, "Bad Gateway"),
+    (503, "Service Unavailable"),
+    (504, "Gateway Timeout"),
+)
+
+
+class DroppedConnection(Response):
+    """No answer at all: after `after_seconds` the connection is reset under the client, as a
+    load balancer or a dying server does. Needs uvicorn (the sandbox's server), whose receive
+    callable belongs to the connection's request cycle."""
+
+    def __init__(self, after_seconds: float = 0.0) -> None:
+        super().__init__(status_code=599)  # never sent
+        self.after_seconds = after_seconds
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.after_seconds:
+            await asyncio.sleep(self.after_seconds)
+        transport = getattr(getattr(receive, "__self__", None), "transport", None)
+        if transport is None:
+            raise RuntimeError("the sandbox drops connections only when served by uvicorn")
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):  # linger 0: close with a reset, not a goodbye
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        await asyncio.sleep(0)  # uvicorn hears of the lost connection first and answers nothing
+
+
+def _applicable_faults(request: Request) -> set[str]:
+    """The fault kinds a request can meet: a write can be applied before it times out; only a
+    paged member read (past its first page) can see members drift ahead of its offset."""
+    kinds = set(FAILURE_KINDS)
+    if request.method == "GET":
+        kinds.discard("applied_timeout")
+    member_page = request.method == "GET" and request.url.path.endswith("/members")
+    if not member_page or request.query_params.get("offset", "0") in ("", "0"):
+        kinds.discard("offset_drift")
+    return kinds
+
+
+async def _request_signature(request: Request) -> str:
+    """What tells two requests to one path apart, for the seeded draw: the query and the body."""
+    query = "&".join(f"{key}={value}" for key, value in sorted(request.query_params.multi_items()))
+    if request.method == "GET":
+        return query
+    return f"{query}#{hashlib.sha256(await request.body()).hexdigest()[:16]}"
+
+
 class MailchimpEmulator:
     """The Starlette app plus its state, faults and request log."""
 
@@ -247,26 +303,44 @@ class MailchimpEmulator:
         self._in_flight[account.api_key] = in_flight + 1
         self.peak_in_flight[account.name] = max(self.peak_in_flight.get(account.name, 0), in_flight + 1)
         try:
-            faults = self.faults.draw(request.url.path)
-            failure = None
+            faults = self.faults.draw(
+                request.url.path,
+                request.method,
+                signature=await _request_signature(request),
+                applicable=_applicable_faults(request),
+            )
+            failure: Fault | None = None
             for fault in faults:
                 if fault.kind == "slow":
                     await asyncio.sleep(self.faults.settings.slow_seconds)
                 else:
-                    failure = fault.kind
+                    failure = fault
             entry.fault = ",".join(f.kind for f in faults) or None
-            if failure == "429":
+            kind = failure.kind if failure is not None else None
+            if kind == "429":
                 return problem(429, "Too Many Requests", "You have exceeded the limit of requests.")
-            if failure == "429_retry_after":
+            if kind == "429_retry_after":
                 response = problem(429, "Too Many Requests", "You have exceeded the limit of requests.")
                 response.headers["Retry-After"] = f"{self.faults.settings.retry_after_seconds:g}"
                 return response
-            if failure == "5xx":
-                return problem(503, "Service Unavailable", "The service is temporarily unavailable.")
+            if failure is not None and kind == "5xx":
+                status, title = SERVER_ERRORS[failure.seed % len(SERVER_ERRORS)]
+                return problem(status, title, "The service is temporarily unavailable.")
+            if kind == "reset":
+                return DroppedConnection()
+            if kind == "timeout":
+                return DroppedConnection(after_seconds=self.faults.settings.hang_seconds)
+            if failure is not None and kind == "offset_drift":
+                self._drift_members(request, account, failure)
             try:
                 body = await handler(request, account)
             except MailchimpError as error:
+                if kind == "applied_timeout":
+                    return DroppedConnection(after_seconds=self.faults.settings.hang_seconds)
                 return problem(error.status, error.title, error.detail, error.errors)
+            if kind == "applied_timeout":
+                # the write took effect; the client never hears so
+                return DroppedConnection(after_seconds=self.faults.settings.hang_seconds)
             if body is None:
                 return Response(status_code=204)
             if isinstance(body, dict):
@@ -279,11 +353,52 @@ class MailchimpEmulator:
                     field_tree(request.query_params.get("exclude_fields")),
                 )
             payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
-            if failure == "truncated":
+            if kind == "truncated":
                 payload = payload[: max(1, len(payload) // 2)]
+            if kind == "malformed":
+                # as long as the real answer, but a control byte in the middle is never valid JSON
+                middle = len(payload) // 2
+                payload = payload[:middle] + b"\x00" + payload[middle + 1 :]
             return Response(payload, media_type="application/json")
         finally:
             self._in_flight[account.api_key] -= 1
+
+    def _drift_members(self, request: Request, account: Account, fault: Fault) -> None:
+        """Offset drift: members inserted or removed ahead of the page about to be read, as
+        sign-ups and erasures do between two page requests of a real list."""
+        mailchimp_list = account.lists.get(request.path_params.get("list_id", ""))
+        if mailchimp_list is None:
+            return
+        rng = random.Random(fault.seed)
+        query = request.query_params
+        try:
+            _, offset = page_params(request)
+            since = parse_time(query.get("since_last_changed"), "since_last_changed")
+            before = parse_time(query.get("before_last_changed"), "before_last_changed")
+        except MailchimpError:
+            return  # the handler refuses the request itself
+        count = max(1, self.faults.settings.drift_members)
+        with self.state.lock:
+            ahead = mailchimp_list.view(query.get("status") or None, since, before)[:offset]
+            if ahead and rng.random() < 0.5:
+                for member_id in rng.sample(ahead, min(count, len(ahead))):
+                    del mailchimp_list.members[member_id]
+                    mailchimp_list.forgotten.add(member_id)
+                mailchimp_list.touch()
+                return
+            inserted = [
+                self.state.new_member(mailchimp_list, f"drift.{rng.getrandbits(48):012x}@beispiel.de", "subscribed")
+                for _ in range(count)
+            ]
+            for member in inserted:
+                member.timestamp_signup = member.timestamp_opt = member.last_changed
+            # ahead of every member already there: each later page shifts by `count`
+            members = mailchimp_list.members
+            others = [(key, value) for key, value in members.items() if value not in inserted]
+            members.clear()  # in place: whoever holds the list's members sees the new order
+            members.update((member.id, member) for member in inserted)
+            members.update(others)
+            mailchimp_list.touch()
 
     async def _json_body(self, request: Request) -> dict[str, Any]:
         try:

@@ -215,3 +215,47 @@ def test_a_list_whose_read_breaks_off_is_aborted(tmp_path: Path, serve_mailchimp
         ).fetchall()
     assert actions == [("none",)]
     assert len(events) == 1 and events[0][0] == "error" and "pn0001" in events[0][1]
+
+
+def test_a_report_that_cannot_be_read_warns_and_holds_nothing_up(tmp_path: Path, serve_mailchimp: Any) -> None:
+    """A campaign report and another campaign's sent-to fail past their retries: the sync
+    finishes, every list reconciles as it would without them, the sync output warns of each
+    with its campaign, and the event log keeps them; the next sync reads them and is quiet."""
+    scenario = generate_scenario(contacts=300, seed=8)
+    rules = [
+        {"method": "GET", "path_regex": r"/3\.0/reports/nl0001c01", "rate_5xx": 1.0},
+        {"method": "GET", "path_regex": r"/3\.0/reports/sh0001c02/sent-to", "rate_5xx": 1.0},
+    ]
+    emulator: RunningEmulator = serve_mailchimp(scenario, rules=rules)
+    config_file = write_project_config(
+        tmp_path,
+        base_url=emulator.base_url,
+        crm_url=f"sqlite:///{tmp_path / 'crm.sqlite'}",
+        overrides={"extraction": {"max_retries": 1, "backoff_seconds": 0.01}},
+    )
+    config = load_config(config_file)
+    write_crm(scenario.tables, config.crm.connection_url(config.base_dir), config.crm)
+    env = {**KEYS, "DAGSTER_HOME": str(tmp_path / "dagster"), "MAILBRIDGE_WAREHOUSE": str(tmp_path / "wh.duckdb")}
+
+    result = mailbridge("sync", "--full", "-c", str(config_file), env=env)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert mart_counts(tmp_path / "wh.duckdb") == scenario.expected
+    warnings = " ".join(result.stderr.split())
+    assert "reports of campaign nl0001c01 at brand_main could not be read" in warnings
+    assert "sent_to of campaign sh0001c02 at brand_shop could not be read" in warnings
+    assert KEYS["MAILBRIDGE_MAILCHIMP_MAIN_KEY"] not in result.stderr + result.stdout
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as db:
+        events = db.execute(
+            "select severity, message, detail from marts.fct_sync_event_log where code = 'esp_read_failed' order by all"
+        ).fetchall()
+    assert [severity for severity, _, _ in events] == ["warning"] * 2
+    assert "reports of campaign nl0001c01 at brand_main" in events[0][1] and "HTTP 50" in events[0][2]
+    assert "sent_to of campaign sh0001c02 at brand_shop" in events[1][1]
+
+    emulator.emulator.faults.configure(type(emulator.emulator.faults.settings)())
+    healed = mailbridge("sync", "--incremental", "-c", str(config_file), env=env)
+    assert healed.returncode == 0, healed.stderr + healed.stdout
+    assert "could not be read" not in healed.stderr
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as db:
+        report = db.execute("select count(*) from raw_mailchimp.reports where campaign_id = 'nl0001c01'").fetchone()
+    assert report == (1,)

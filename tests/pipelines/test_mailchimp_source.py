@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,12 @@ def test_every_member_loaded_exactly_once_despite_faults(
         rate_slow=0.05,
         slow_seconds=0.05,
         rate_truncated=0.05,
+        rate_malformed=0.04,
+        rate_reset=0.04,
+        rate_timeout=0.02,
+        hang_seconds=1.0,
     )
-    config = mailchimp_config(tmp_path, emulator)
+    config = mailchimp_config(tmp_path, emulator, timeout_seconds=0.5)
     extract(config, full_refresh=True, run_id="faulty")
 
     account = emulator.state.account_named("brand_main")
@@ -80,7 +85,8 @@ def test_every_member_loaded_exactly_once_despite_faults(
         sent = db.execute("select count(*) from raw_mailchimp.sent_to").fetchone()[0]
         assert sent == sum(len(c.recipients) for c in account.campaigns.values())
     injected = emulator.emulator.faults.as_json()["injected"]
-    assert injected.get("429", 0) and injected.get("5xx", 0) and injected.get("truncated", 0)
+    assert all(injected.get(kind) for kind in ("429", "429_retry_after", "5xx", "truncated", "malformed", "reset"))
+    assert injected.get("timeout")
     assert max(emulator.emulator.peak_in_flight.values()) <= 10
     assert not any(entry.fault == "connection_limit" for entry in emulator.emulator.log.snapshot())
 
@@ -147,3 +153,276 @@ def test_incremental_sync_fetches_only_changed_members(
             ).fetchall()
         )
     assert statuses == {m.id: "unsubscribed" for m in subscribed}
+
+
+def failing_reads(*paths: str) -> dict[str, Any]:
+    """Fault settings under which every GET of these paths (regexes) answers a 5xx."""
+    return {"rules": [{"method": "GET", "path_regex": path, "rate_5xx": 1.0} for path in paths]}
+
+
+def test_a_failed_report_read_fails_alone_and_is_read_again_next_run(
+    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every read of one campaign's reports, and the sent-to of another, fail past their
+    retries: the members, lists and the other campaigns still load, each failed read is
+    recorded with its resource, campaign and error, and the next run reads them."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    emulator: RunningEmulator = serve_mailchimp(
+        scenario, **failing_reads(r"/3\.0/reports/pn0001c01(/.*)?", r"/3\.0/reports/nl0001c02/sent-to")
+    )
+    config = mailchimp_config(tmp_path, emulator, max_retries=1)
+    account = emulator.state.account_named("brand_main")
+
+    extract(config, full_refresh=True, run_id="faulty")
+
+    with warehouse(config) as db:
+        members = db.execute("select count(*) from raw_mailchimp.members").fetchone()[0]
+        assert members == sum(len(item.members) for item in account.lists.values())
+        assert db.execute("select bool_and(completed) from raw_mailchimp.list_extractions").fetchone()[0] is True
+        reports = {r[0] for r in db.execute("select campaign_id from raw_mailchimp.reports").fetchall()}
+        sent_to = {r[0] for r in db.execute("select distinct campaign_id from raw_mailchimp.sent_to").fetchall()}
+        failed = db.execute(
+            "select resource, campaign_id, run_id, error from raw_mailchimp.resource_extractions "
+            "where not completed order by all"
+        ).fetchall()
+        completed = db.execute(
+            "select count(*) from raw_mailchimp.resource_extractions where completed and campaign_id = 'nl0001c01'"
+        ).fetchone()[0]
+    assert reports == set(account.campaigns) - {"pn0001c01"}
+    assert sent_to == set(account.campaigns) - {"pn0001c01", "nl0001c02"}
+    assert [(resource, campaign) for resource, campaign, _, _ in failed] == [
+        ("email_activity", "pn0001c01"),
+        ("reports", "pn0001c01"),
+        ("sent_to", "nl0001c02"),
+        ("sent_to", "pn0001c01"),
+        ("unsubscribes", "pn0001c01"),
+    ]
+    assert all(
+        run == "faulty" and re.search(r"HTTP 50\d", error) and "brand_main" in error for _, _, run, error in failed
+    )
+    assert all(KEY not in error for _, _, _, error in failed)
+    assert completed == 4  # every resource of a campaign that read well says so too
+
+    emulator.emulator.faults.configure(type(emulator.emulator.faults.settings)())
+    emulator.emulator.log.clear()
+    extract(config, full_refresh=False, run_id="healed")
+
+    activity_reads = {
+        entry.path.split("/")[3]: entry.query
+        for entry in emulator.emulator.log.snapshot()
+        if entry.path.endswith("/email-activity")
+    }
+    # a campaign whose activity never read completely is read from the start again
+    assert "since" not in activity_reads["pn0001c01"] and "since" in activity_reads["nl0001c01"]
+    with warehouse(config) as db:
+        reports = {r[0] for r in db.execute("select campaign_id from raw_mailchimp.reports").fetchall()}
+        sent = db.execute("select count(*) from raw_mailchimp.sent_to").fetchone()[0]
+        still_failed = db.execute(
+            "select count(*) from raw_mailchimp.resource_extractions where not completed"
+        ).fetchone()[0]
+    assert reports == set(account.campaigns)
+    assert sent == sum(len(c.recipients) for c in account.campaigns.values())
+    assert still_failed == 0
+
+
+def test_a_failed_activity_read_keeps_its_cursor(
+    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    emulator: RunningEmulator = serve_mailchimp(scenario)
+    config = mailchimp_config(tmp_path, emulator, max_retries=1)
+    faults = emulator.emulator.faults
+
+    def since_asked(run_id: str) -> str:
+        emulator.emulator.log.clear()
+        extract(config, full_refresh=False, run_id=run_id)
+        asked = {
+            entry.query.get("since", "")
+            for entry in emulator.emulator.log.snapshot()
+            if entry.path == "/3.0/reports/nl0001c01/email-activity" and entry.status == 200
+        }
+        assert len(asked) <= 1  # every page of one read asks from the same cursor
+        return asked.pop() if asked else ""
+
+    since_asked("first")
+    faults.configure(type(faults.settings)(**failing_reads(r"/3\.0/reports/nl0001c01/email-activity")))
+    since_asked("failed")
+    faults.configure(type(faults.settings)())
+    cursor_before = since_asked("second")
+    # the failed run did not move the cursor: the run after it asks from where the first ended
+    assert cursor_before and cursor_before < since_asked("third")
+    with warehouse(config) as db:
+        rows = db.execute(
+            "select run_id, completed from raw_mailchimp.resource_extractions "
+            "where resource = 'email_activity' and campaign_id = 'nl0001c01'"
+        ).fetchall()
+    assert rows == [("third", True)]
+
+
+def list_members_loaded(config: MailbridgeConfig, list_id: str) -> int:
+    with warehouse(config) as db:
+        count: int = db.execute("select count(*) from raw_mailchimp.members where list_id = ?", [list_id]).fetchone()[0]
+    return count
+
+
+def test_a_list_whose_full_read_broke_off_is_read_whole_next_time(
+    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full sync replaces the members table: a list whose read broke off is left with part
+    of its members. Read only since its old cursor, the rest would look gone at the ESP."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    emulator: RunningEmulator = serve_mailchimp(scenario)
+    config = mailchimp_config(tmp_path, emulator, max_retries=1)
+    faults = emulator.emulator.faults
+    product_news = emulator.state.account_named("brand_main").lists["pn0001"]
+    extract(config, full_refresh=True, run_id="first")
+    assert list_members_loaded(config, "pn0001") == len(product_news.members)
+
+    faults.configure(type(faults.settings)(**failing_reads(r"/3\.0/lists/pn0001/members")))
+    extract(config, full_refresh=True, run_id="broken")
+    assert list_members_loaded(config, "pn0001") < len(product_news.members)
+
+    faults.configure(type(faults.settings)())
+    emulator.emulator.log.clear()
+    extract(config, full_refresh=False, run_id="next")
+    reads = [entry.query for entry in emulator.emulator.log.snapshot() if entry.path == "/3.0/lists/pn0001/members"]
+    assert reads and not any("since_last_changed" in query for query in reads)
+    assert list_members_loaded(config, "pn0001") == len(product_news.members)
+    with warehouse(config) as db:
+        latest = db.execute(
+            "select run_id, completed from raw_mailchimp.list_extractions where list_id = 'pn0001' "
+            "order by started_at desc limit 1"
+        ).fetchone()
+    assert latest == ("next", True)
+
+
+@pytest.mark.parametrize("full_refresh", [False, True], ids=["incremental", "full"])
+def test_an_unreadable_list_index_marks_every_known_list_unread(
+    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch, full_refresh: bool
+) -> None:
+    """Without the index no member is read: every list read before is recorded unread (and
+    reconciles as aborted), never left complete with members a full read just replaced away."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    emulator: RunningEmulator = serve_mailchimp(scenario)
+    config = mailchimp_config(tmp_path, emulator, max_retries=1)
+    faults = emulator.emulator.faults
+    extract(config, full_refresh=True, run_id="first")
+
+    faults.configure(type(faults.settings)(**failing_reads(r"/3\.0/lists")))
+    extract(config, full_refresh=full_refresh, run_id="no-index")
+    with warehouse(config) as db:
+        unread = db.execute(
+            "select list_id, completed, error from raw_mailchimp.list_extractions where run_id = 'no-index' order by 1"
+        ).fetchall()
+        index = db.execute(
+            "select completed from raw_mailchimp.resource_extractions where resource = 'lists' and run_id = 'no-index'"
+        ).fetchall()
+        reports = db.execute("select count(*) from raw_mailchimp.reports").fetchone()[0]
+    assert [(list_id, completed) for list_id, completed, _ in unread] == [("nl0001", False), ("pn0001", False)]
+    assert all("lists could not be read" in error for _, _, error in unread)
+    assert index == [(False,)]
+    assert reports == len(emulator.state.account_named("brand_main").campaigns)
+
+    faults.configure(type(faults.settings)())
+    extract(config, full_refresh=False, run_id="readable")
+    with warehouse(config) as db:
+        completed = db.execute(
+            "select bool_and(completed), count(*) from raw_mailchimp.list_extractions where run_id = 'readable'"
+        ).fetchone()
+    assert completed == (True, 2)
+
+
+@pytest.mark.parametrize("full_refresh", [True, False], ids=["full", "incremental"])
+def test_offset_drift_loses_and_repeats_no_member(
+    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch, full_refresh: bool
+) -> None:
+    """Members inserted and erased ahead of the page being read shift every later offset: a
+    member present all along is still read once, and the read completes."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    emulator: RunningEmulator = serve_mailchimp(scenario)
+    config = mailchimp_config(tmp_path, emulator)
+    lists = emulator.state.account_named("brand_main").lists
+    changed: set[str] = set()
+    if not full_refresh:
+        extract(config, full_refresh=True, run_id="first")
+        api = httpx.Client(base_url=emulator.base_url + "/", auth=("x", KEY))
+        for member in list(lists["nl0001"].members.values())[::2]:  # half of the list changes
+            api.patch(f"lists/nl0001/members/{member.id}", json={"merge_fields": {"LNAME": "Neu"}})
+            changed.add(member.id)
+    emulator.emulator.faults.configure(
+        type(emulator.emulator.faults.settings)(
+            seed=5, drift_members=3, rules=[{"method": "GET", "path_contains": "/members", "rate_offset_drift": 0.5}]
+        )
+    )
+    before = {list_id: set(item.members) for list_id, item in lists.items()}
+    extract(config, full_refresh=full_refresh, run_id="drifting")
+    assert emulator.emulator.faults.as_json()["injected"]["offset_drift"] >= 2
+    with warehouse(config) as db:
+        for list_id, item in lists.items():
+            loaded = [
+                r[0] for r in db.execute("select id from raw_mailchimp.members where list_id = ?", [list_id]).fetchall()
+            ]
+            assert len(loaded) == len(set(loaded))
+            present_throughout = before[list_id] & set(item.members)
+            assert present_throughout - set(loaded) == set(), f"{list_id}: members present all along were not read"
+        # an incremental read that skipped a changed member leaves its old version in place
+        renamed = {r[0] for r in db.execute("select id from raw_mailchimp.members where last_name = 'Neu'").fetchall()}
+        assert (changed & set(lists["nl0001"].members)) - renamed == set()
+        completed = db.execute(
+            "select bool_and(completed) from raw_mailchimp.list_extractions where run_id = 'drifting'"
+        ).fetchone()[0]
+    assert completed is True
+
+
+def test_a_list_that_keeps_drifting_is_aborted_not_read_short(
+    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    """Pages overlap by a tenth: a smaller drift is read through; one that moves members by
+    more than that between every two page reads cannot be, and the list is not taken as read."""
+    rules = [{"method": "GET", "path_contains": "/lists/pn0001/members", "rate_offset_drift": 1.0}]
+    emulator: RunningEmulator = serve_mailchimp(scenario, rules=rules, drift_members=20)
+    config = mailchimp_config(tmp_path, emulator)
+    extract(config, full_refresh=True, run_id="drifting")
+    with warehouse(config) as db:
+        outcomes = dict(
+            db.execute("select list_id, coalesce(error, '') from raw_mailchimp.list_extractions").fetchall()
+        )
+        completed = dict(db.execute("select list_id, completed from raw_mailchimp.list_extractions").fetchall())
+    assert completed == {"nl0001": True, "pn0001": False}
+    assert "kept changing while it was read" in outcomes["pn0001"]
+
+
+class ScriptedClient:
+    """Answers GETs of one path from a list of pages, by offset."""
+
+    account_label = "Mailchimp account 'brand_main'"
+
+    def __init__(self, answers: dict[int, Any]) -> None:
+        self.answers = answers
+
+    def get(self, path: str, params: dict[str, Any]) -> Any:
+        return self.answers[params["offset"]]
+
+
+def test_a_page_without_its_collection_fails_the_read_instead_of_ending_it() -> None:
+    from pipelines.http import EspApiError
+    from pipelines.mailchimp.helpers import paged
+
+    members = [{"id": f"m{i}"} for i in range(10)]
+    client = ScriptedClient({0: {"members": members[:5], "total_items": 10}, 4: {"total_items": 10}})
+    with pytest.raises(EspApiError, match="offset 4 answered without a 'members' list"):
+        list(paged(client, "lists/x/members", "members", page_size=5))  # type: ignore[arg-type]
+    client = ScriptedClient({0: {"members": members[:5]}})
+    with pytest.raises(EspApiError, match="offset 0 answered without"):
+        list(paged(client, "lists/x/members", "members", page_size=5))  # type: ignore[arg-type]
+    client = ScriptedClient(
+        {
+            0: {"members": members[:5], "total_items": 10},
+            4: {"members": members[4:9], "total_items": 10},
+            8: {"members": members[8:], "total_items": 10},
+        }
+    )
+    assert [m["id"] for page in paged(client, "lists/x/members", "members", page_size=5) for m in page] == [  # type: ignore[arg-type]
+        m["id"] for m in members
+    ]

@@ -290,3 +290,101 @@ def test_rate_limits_are_waited_out_and_transient_failures_reported(
     writer.client.retry = RetryPolicy(max_retries=1, backoff_seconds=0.0)
     failed = writer.write("nl0001", [EspWrite("x", "transmit", "spaeter@beispiel.de")])
     assert failed[0].status == "failed" and failed[0].retryable
+
+
+def lost_answer(method: str, path_regex: str) -> FaultSettings:
+    """The first such write takes effect, then its connection hangs and drops: no answer."""
+    from sandbox.faults import FaultRule
+
+    rule = FaultRule(method=method, path_regex=path_regex, rate_applied_timeout=1.0, limit=1)
+    return FaultSettings(hang_seconds=0.5, rules=[rule])
+
+
+def impatient_writer(emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch, **options: Any) -> MailchimpWriter:
+    """A writer whose client gives up on an answer after 0.2 s."""
+    from pipelines.mailchimp.helpers import mailchimp_client
+
+    writer = writer_for(emulator, monkeypatch, **options)
+    writer.client = mailchimp_client(writer.account, FAST, timeout_seconds=0.2)
+    return writer
+
+
+def test_a_transmit_whose_answer_was_lost_after_it_took_effect_is_sent(
+    mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch subscribes the new address, then times out; sent again it meets "already a
+    list member", which is its own doing: sent, not rejected. An opted-out member in the same
+    batch is still left alone and rejected."""
+    members = mailchimp.state.account_named("brand_main").lists["nl0001"].members
+    members[subscriber_hash("anna.schmidt@beispiel.de")].status = "unsubscribed"
+    mailchimp.emulator.faults.configure(lost_answer("POST", r"/3\.0/lists/nl0001"))
+    outcomes = impatient_writer(mailchimp, monkeypatch).write(
+        "nl0001",
+        [
+            EspWrite("new", "transmit", "neu.kunde@beispiel.de"),
+            EspWrite("anna", "transmit", "anna.schmidt@beispiel.de"),
+        ],
+    )
+    by_id = {o.action_id: o for o in outcomes}
+    assert mailchimp.emulator.faults.as_json()["injected"] == {"applied_timeout": 1}
+    assert batch_posts(mailchimp) == 2
+    assert by_id["new"].status == "sent" and members[subscriber_hash("neu.kunde@beispiel.de")].status == "subscribed"
+    assert (by_id["anna"].status, by_id["anna"].error_code) == ("rejected", "member_exists")
+    assert members[subscriber_hash("anna.schmidt@beispiel.de")].status == "unsubscribed"
+
+
+def test_every_other_write_whose_answer_was_lost_is_sent_once_applied(
+    mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = mailchimp.state.account_named("brand_main").lists["nl0001"].members
+    cases = [
+        ("POST", r"/3\.0/lists/nl0001", EspWrite("u", "unsubscribe", "carla.wolf@beispiel.de")),
+        ("POST", r"/3\.0/lists/nl0001", EspWrite("d", "start_doi", "doi.neu@beispiel.de")),
+        (
+            "PATCH",
+            r"/3\.0/lists/nl0001/members/.*",
+            EspWrite("f", "update_fields", "carla.wolf@beispiel.de", {"FNAME": "C"}),
+        ),
+        ("DELETE", r"/3\.0/lists/nl0001/members/.*", EspWrite("a", "delete", "carla.wolf@beispiel.de")),
+        ("POST", r".*/actions/delete-permanent", EspWrite("p", "delete_permanent", "emil.neu@beispiel.de")),
+    ]
+    for method, path, write in cases:
+        mailchimp.emulator.faults.configure(lost_answer(method, path))
+        (outcome,) = impatient_writer(mailchimp, monkeypatch, allow_permanent_delete=True).write("nl0001", [write])
+        assert mailchimp.emulator.faults.as_json()["injected"] == {"applied_timeout": 1}, write.action
+        assert outcome.status == "sent", (write.action, outcome)
+    assert members[subscriber_hash("doi.neu@beispiel.de")].status == "pending"
+    assert members[subscriber_hash("carla.wolf@beispiel.de")].status == "archived"
+    assert members[subscriber_hash("carla.wolf@beispiel.de")].merge_fields["FNAME"] == "C"
+    assert subscriber_hash("emil.neu@beispiel.de") not in members
+
+
+def test_a_campaign_send_whose_answer_was_lost_is_sent(
+    mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    from sandbox.mailchimp.state import Campaign
+
+    account = mailchimp.state.account_named("brand_main")
+    account.campaigns["cmp002"] = Campaign("cmp002", "nl0001", "Februar", "Neues", datetime.now(UTC))
+    mailchimp.emulator.faults.configure(lost_answer("POST", r".*/campaigns/cmp002/actions/send"))
+    impatient_writer(mailchimp, monkeypatch).send_campaign("cmp002")
+    assert account.campaigns["cmp002"].status == "sent"
+    sends = [e for e in mailchimp.emulator.log.snapshot() if e.path.endswith("/cmp002/actions/send")]
+    assert len(sends) == 2
+
+
+def test_a_transmit_whose_answer_came_back_unreadable_is_sent(
+    mailchimp: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A truncated 200 means the batch took effect; only its answer was lost."""
+    from sandbox.faults import FaultRule
+
+    rule = FaultRule(method="POST", path_regex=r"/3\.0/lists/nl0001", rate_truncated=1.0, limit=1)
+    mailchimp.emulator.faults.configure(FaultSettings(rules=[rule]))
+    (outcome,) = writer_for(mailchimp, monkeypatch).write(
+        "nl0001", [EspWrite("t", "transmit", "neu.leser@beispiel.de")]
+    )
+    assert mailchimp.emulator.faults.as_json()["injected"] == {"truncated": 1}
+    assert outcome.status == "sent"

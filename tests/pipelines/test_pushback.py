@@ -240,3 +240,39 @@ def test_writes_for_an_address_changed_in_the_crm_go_to_the_esp_member_at_the_fo
     assert addresses("unsubscribe") == [("unsubscribe", "anna@alt.de")]
     assert addresses("delete") == [("delete", "anna@alt.de")]
     assert addresses("change_address_doi") == [("unsubscribe", "anna@alt.de"), ("start_doi", "anna@neu.de")]
+
+
+def test_a_write_to_a_list_whose_verifying_read_broke_off_is_not_confirmed(tmp_path: Path) -> None:
+    """The sync after a push could not read the list (aborted): nothing shows whether the
+    unsubscribe it sent took effect, so it stays sent, to be confirmed or sent again by the
+    next sync that reads the list. Confirmed unverified, it would never be sent again."""
+    from datetime import UTC, datetime, timedelta
+
+    from pipelines.pushback import confirm_previous_attempts
+
+    sent_at = datetime.now(UTC) - timedelta(minutes=5)
+    with duckdb.connect(str(tmp_path / "wh.duckdb")) as db:
+        db.execute("create schema marts; create schema ops")
+        db.execute(
+            "create table marts.fct_list_reconciliation as select * from (values "
+            "('aborted_list', 'a@x.de', 'aborted', now()), ('read_list', 'b@x.de', 'in_sync', now())) "
+            "as t(list_link_id, email_key, result, reconciled_at)"
+        )
+        db.execute(
+            "create table marts.fct_pushback_queue as select * from (values ('other', 'ready')) "
+            "as t(action_id, queue_status)"
+        )
+        db.execute(
+            "create table ops.pushback_outbox (attempt_id varchar, action_id varchar, list_link_id varchar, "
+            "status varchar, error_code varchar, error_message varchar, attempted_at timestamptz, "
+            "updated_at timestamptz)"
+        )
+        db.execute(
+            "insert into ops.pushback_outbox values "
+            "('1', 'unsubscribe-a', 'aborted_list', 'sent', null, null, ?, ?), "
+            "('2', 'unsubscribe-b', 'read_list', 'sent', null, null, ?, ?)",
+            [sent_at] * 4,
+        )
+        assert confirm_previous_attempts(db) == 1
+        statuses = dict(db.execute("select action_id, status from ops.pushback_outbox").fetchall())
+    assert statuses == {"unsubscribe-a": "sent", "unsubscribe-b": "confirmed"}

@@ -290,3 +290,115 @@ def test_a_new_member_at_a_moved_members_former_address_is_another_contact(api: 
     again = api.post("lists/nl0001/members", json={"email_address": "anna.schmidt@beispiel.de", "status": "pending"})
     assert again.status_code == 200
     assert again.json()["contact_id"] not in (before["contact_id"], "")
+
+
+def test_fault_rules_target_one_kind_of_request_and_replay_alike_under_concurrency(
+    serve_mailchimp: Any,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sandbox.faults import FaultRule, FaultSettings
+    from sandbox.generator import generate_scenario
+
+    running: RunningEmulator = serve_mailchimp(generate_scenario(contacts=300, seed=2))
+    rules = [FaultRule(method="GET", path_regex=r"/3\.0/lists/[^/]+/members", rate_5xx=0.3, rate_429=0.2)]
+
+    def statuses() -> dict[int, int]:
+        running.emulator.faults.configure(FaultSettings(seed=3, rules=rules))
+        with (
+            httpx.Client(base_url=running.base_url + "/", auth=("x", KEY), timeout=10) as client,
+            ThreadPoolExecutor(max_workers=8) as pool,
+        ):
+            answers = pool.map(
+                lambda offset: client.get("lists/nl0001/members", params={"count": 5, "offset": offset}),
+                range(0, 200, 5),
+            )
+            answered = {
+                offset: response.status_code for offset, response in zip(range(0, 200, 5), answers, strict=True)
+            }
+        # requests of another kind meet no fault
+        assert httpx.get(f"{running.base_url}/lists", auth=("x", KEY)).status_code == 200
+        return answered
+
+    first, second = statuses(), statuses()
+    assert first == second
+    assert {200, 429} <= set(first.values()) and set(first.values()) & {500, 502, 503, 504}
+
+
+def test_every_fault_kind_as_a_client_meets_it(mailchimp: RunningEmulator) -> None:
+    from sandbox.faults import FaultSettings
+
+    def only(kind: str, **settings: Any) -> httpx.Client:
+        mailchimp.emulator.faults.configure(FaultSettings(**{f"rate_{kind}": 1.0, "hang_seconds": 0.6, **settings}))
+        return httpx.Client(base_url=mailchimp.base_url + "/", auth=("x", KEY), timeout=0.3)
+
+    assert only("429").get("lists").status_code == 429
+    limited = only("429").get("lists")
+    assert limited.status_code == 429 and "Retry-After" not in limited.headers
+    waited = only("429_retry_after", retry_after_seconds=2).get("lists")
+    assert waited.status_code == 429 and waited.headers["Retry-After"] == "2"
+    down = {only("5xx", seed=seed).get("lists").status_code for seed in range(12)}
+    assert down <= {500, 502, 503, 504} and len(down) > 1
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        only("reset").get("lists")
+    with pytest.raises(httpx.ReadTimeout):
+        only("timeout").get("lists")
+    truncated = only("truncated").get("lists")
+    assert truncated.status_code == 200
+    with pytest.raises(ValueError):
+        truncated.json()
+    malformed = only("malformed").get("lists")
+    plain = httpx.get(f"{mailchimp.base_url}/lists", auth=("x", KEY))
+    assert malformed.status_code == 200 and len(malformed.content) == len(plain.content)
+    with pytest.raises(ValueError):
+        malformed.json()
+    # a write that meets "applied, then timed out" takes effect, and its client never hears so
+    carla = subscriber_hash("carla.wolf@beispiel.de")
+    with pytest.raises(httpx.ReadTimeout):
+        only("applied_timeout").patch(f"lists/nl0001/members/{carla}", json={"merge_fields": {"FNAME": "Carlotta"}})
+    assert (
+        mailchimp.state.account_named("brand_main").lists["nl0001"].members[carla].merge_fields["FNAME"] == "Carlotta"
+    )
+    # reads never meet it, and only member pages past the first can drift
+    assert only("applied_timeout").get("lists").status_code == 200
+    assert only("offset_drift").get("lists/nl0001/members", params={"count": 2}).status_code == 200
+    injected = httpx.get(f"{mailchimp.server.url}/_sandbox/faults").json()["injected"]
+    assert "applied_timeout" not in injected and "offset_drift" not in injected
+
+
+def test_offset_drift_inserts_or_removes_members_ahead_of_the_page(serve_mailchimp: Any) -> None:
+    from sandbox.faults import FaultRule, FaultSettings
+    from sandbox.generator import generate_scenario
+
+    running: RunningEmulator = serve_mailchimp(generate_scenario(contacts=300, seed=2))
+    members = running.state.account_named("brand_main").lists["nl0001"].members
+    api = httpx.Client(base_url=running.base_url + "/", auth=("x", KEY), timeout=10)
+    seen_changes = set()
+    for seed in range(6):
+        running.emulator.faults.configure(
+            FaultSettings(
+                seed=seed, drift_members=3, rules=[FaultRule(path_contains="/members", rate_offset_drift=1.0)]
+            )
+        )
+        before = list(members)
+        page = api.get("lists/nl0001/members", params={"count": 10, "offset": 20}).json()
+        after = list(members)
+        inserted, removed = set(after) - set(before), set(before) - set(after)
+        assert len(inserted) + len(removed) == 3 and not (inserted and removed)
+        if inserted:
+            assert after[:3] == [m for m in after if m in inserted]  # ahead of every other member
+            assert page["members"][0]["id"] == after[20]
+        else:
+            assert all(before.index(m) < 20 for m in removed)
+        assert page["total_items"] == len(after)
+        seen_changes.add("inserted" if inserted else "removed")
+    assert seen_changes == {"inserted", "removed"}
+
+
+def test_a_fault_rule_with_a_limit_goes_quiet_after_it(mailchimp: RunningEmulator) -> None:
+    from sandbox.faults import FaultRule, FaultSettings
+
+    rule = FaultRule(method="GET", path_contains="/lists", rate_5xx=1.0, limit=2)
+    mailchimp.emulator.faults.configure(FaultSettings(rules=[rule]))
+    codes = [httpx.get(f"{mailchimp.base_url}/lists", auth=("x", KEY)).status_code for _ in range(5)]
+    assert codes[2:] == [200, 200, 200] and all(code >= 500 for code in codes[:2])

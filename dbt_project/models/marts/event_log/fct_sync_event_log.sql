@@ -9,8 +9,8 @@
 -- What happened to each address, run after run: one row per reconciliation result that is not
 -- in_sync, per warning or note, per CRM value or row the extraction could not read, per contact
 -- and list whose CRM assignment rows disagree, per assignment of a contact the CRM does not
--- have, per list whose extraction broke off, per queued action refused or stale, per push
--- attempt and per campaign send.
+-- have, per list whose extraction broke off, per other ESP read that broke off (a campaign's
+-- report, say), per queued action refused or stale, per push attempt and per campaign send.
 -- Appended every run; a rerun of one run id replaces that run's rows. event_id hashes every part
 -- of the event's natural key (event_key where the other columns do not hold it all), and the
 -- merge never keeps two rows with one id: see `final`.
@@ -256,6 +256,37 @@ aborted_events as (
 
 ),
 
+-- a read of an ESP resource (lists, campaigns, a campaign's reports) that broke off: the rest
+-- of the extraction and the reconciliation went on, and the next run reads it again
+read_failure_events as (
+
+    select
+        run.run_id,
+        run.reconciled_at as logged_at,
+        'warning' as severity,
+        'esp_read_failed' as code,
+        concat('the latest read of ', reads.resource,
+               case when reads.campaign_id is not null then concat(' of campaign ', reads.campaign_id) else '' end,
+               ' at ', reads.esp_account, ' did not complete; it is read again next run') as message,
+        cast(null as {{ dbt.type_string() }}) as list_link_id,
+        cast(null as {{ dbt.type_string() }}) as email_key,
+        cast(null as {{ dbt.type_string() }}) as crm_contact_id,
+        concat_ws('; ',
+            concat('esp_account=', reads.esp_account),
+            concat('resource=', reads.resource),
+            concat('campaign_id=', coalesce(reads.campaign_id, '-')),
+            concat('failed_in_run=', reads.run_id),
+            concat('error=', coalesce(reads.error_message, '-'))
+        ) as detail,
+        concat(reads.esp_account, '/', reads.resource, '/', coalesce(reads.campaign_id, '-')) as event_key
+
+    from {{ ref('int_esp__resource_extractions') }} as reads
+    inner join {{ ref('stg_mailbridge__esp_accounts') }} as accounts on reads.esp_account = accounts.esp_account
+    cross join run
+    where not reads.is_completed
+
+),
+
 pushback_events as (
 
     select
@@ -338,6 +369,8 @@ unioned as (
     select * from rejected_events
     union all
     select * from aborted_events
+    union all
+    select * from read_failure_events
     union all
     select * from assignment_events
     union all
