@@ -314,3 +314,26 @@ def test_a_row_without_its_key_is_kept_out_and_reported(tmp_path: Path) -> None:
         rejected = rejected_rows(db)
     assert loaded == [("1", "NL"), ("2", "NL"), ("4", "NL")]
     assert rejected == [("assignments", "3/None", "list_id", None, "the row has no list_id; it is kept out")]
+
+
+def test_a_linked_list_the_crm_does_not_have_stops_the_extraction_naming_the_key(tmp_path: Path, crm_url: str) -> None:
+    scenario = generate_scenario(contacts=30, seed=3)
+    config = crm_config(tmp_path, crm_url)
+    write_crm(scenario.tables, crm_url, config.crm)
+    links = [*config.list_links]
+    links[1] = links[1].model_copy(update={"crm_list_id": "NEWSLETTR"})
+    config = config.model_copy(update={"list_links": links})
+    with pytest.raises(Exception) as caught:
+        extract_crm(config)
+    chain: BaseException | None = caught.value
+    while chain is not None and not isinstance(chain, ConfigError):
+        chain = chain.__cause__ or chain.__context__
+    assert isinstance(chain, ConfigError), caught.value
+    message = str(chain)
+    assert "list_links[1].crm_list_id" in message and "'NEWSLETTR'" in message
+    assert "'verteiler'" in message and "NL" in message  # the table and the lists it has
+    # nothing of the CRM was loaded
+    if config.warehouse_path().exists():
+        with duckdb.connect(str(config.warehouse_path()), read_only=True) as db:
+            loaded = db.execute("select count(*) from information_schema.tables where table_schema = 'raw_crm'")
+            assert loaded.fetchone() == (0,)
