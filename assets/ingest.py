@@ -46,6 +46,8 @@ def _extraction_asset(template: Extraction) -> dg.AssetsDefinition:
     ) -> Iterator[Any]:
         # the warehouse resource decides the destination at run time
         project = project_config().model_copy(update={"warehouse": warehouse.path})
+        # a variable missing for any account stops every extraction of the run, before it reads anything
+        project.check_environment()
         run = extraction_named(project, template.name, full_refresh=config.full_refresh, run_id=context.run_id)
         settled = settle_pending(run.pipeline)
         if settled is not None:

@@ -16,9 +16,11 @@ from urllib.parse import urlparse
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mailbridge.config import CONFIG_ENV, WAREHOUSE_ENV, ConfigError, MailbridgeConfig, load_config
+from mailbridge.urls import masked_url
 
 app = typer.Typer(
     help="mailbridge keeps a CRM and its email service providers in step, into a DuckDB warehouse.",
@@ -53,14 +55,39 @@ class MailbridgeExit(Exception):
     """A failure already explained to the user."""
 
 
+def _printable(value: object) -> str:
+    """Text from outside (config keys, paths, messages, URLs) for a Rich print: credentials masked,
+    brackets shown as written instead of read as markup."""
+    return escape(masked_url(str(value)))
+
+
+def _config_failure(error: ConfigError) -> typer.Exit:
+    err.print(f"[red]Configuration error:[/red] {_printable(error)}")
+    return typer.Exit(2)
+
+
+def _check_environment(config: MailbridgeConfig) -> None:
+    """Every variable a sync reads is set, checked before anything is extracted."""
+    try:
+        config.check_environment()
+    except ConfigError as error:
+        raise _config_failure(error) from None
+
+
+def _crm_url(config: MailbridgeConfig) -> str:
+    try:
+        return config.crm.connection_url(config.base_dir)
+    except ConfigError as error:
+        raise _config_failure(error) from None
+
+
 def _load(config_file: Path | None) -> MailbridgeConfig:
     if config_file is not None:
         os.environ[CONFIG_ENV] = str(config_file.resolve())
     try:
         config = load_config(config_file)
     except ConfigError as error:
-        err.print(f"[red]Configuration error:[/red] {error}")
-        raise typer.Exit(2) from None
+        raise _config_failure(error) from None
     os.environ[CONFIG_ENV] = str(config.source_file)
     os.environ[WAREHOUSE_ENV] = str(config.warehouse_path())
     _quiet_libraries()
@@ -128,8 +155,8 @@ def run_sync_job(config: MailbridgeConfig, *, full_refresh: bool, push: bool = F
     if not result.success or run is None or run.status != DagsterRunStatus.SUCCESS:
         err.print(f"[red]{job_name} failed[/red] (run {result.run_id}, {elapsed:.1f}s):")
         for message in _failure_messages(result):
-            err.print(f"  {message}")
-        err.print(f"  the run's log: {log_file} (and the run in `mailbridge ui`)")
+            err.print(f"  {_printable(message)}")
+        err.print(f"  the run's log: {_printable(log_file)} (and the run in `mailbridge ui`)")
         raise MailbridgeExit()
     console.print(f"[green]✓[/green] {job_name} finished in {elapsed:.1f}s (Dagster run {result.run_id})")
     return result.run_id
@@ -211,7 +238,7 @@ def print_summary(counts: dict[str, dict[str, int]], expected: dict[str, dict[st
     table = Table(title="Reconciliation results per list link", header_style="bold")
     table.add_column("result")
     for link_id in counts:
-        table.add_column(link_id, justify="right")
+        table.add_column(_printable(link_id), justify="right")
     matches = True
     for result in results:
         cells = []
@@ -223,7 +250,7 @@ def print_summary(counts: dict[str, dict[str, int]], expected: dict[str, dict[st
                 cells.append(f"[red]{value:,} (expected {want:,})[/red]")
             else:
                 cells.append(f"{value:,}")
-        table.add_row(result, *cells)
+        table.add_row(_printable(result), *cells)
     table.add_section()
     table.add_row("total", *(f"{sum(per_link.values()):,}" for per_link in counts.values()))
     console.print(table)
@@ -233,15 +260,17 @@ def print_summary(counts: dict[str, dict[str, int]], expected: dict[str, dict[st
 @contextmanager
 def sandbox_process(scenario_dir: Path, port: int, timeout: float = 600) -> Iterator[str]:
     """Start `mailbridge sandbox` as a child process and wait until it answers."""
-    import httpx
+    import socket
 
     url = f"http://127.0.0.1:{port}"
-    try:
-        httpx.get(f"{url}/_sandbox/faults", timeout=0.5)
-    except httpx.TransportError:
-        pass
-    else:
-        raise MailbridgeExit(f"port {port} is already in use: stop what runs there, or pass --port")
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        taken = probe.connect_ex(("127.0.0.1", port)) == 0
+    if taken:
+        raise MailbridgeExit(
+            f"port {port} is already in use: stop what runs there, or change the port of the accounts' "
+            "base_url in the config file (the sandbox takes it from there)"
+        )
     process = subprocess.Popen(
         [sys.executable, "-m", "mailbridge.cli", "sandbox", "--scenario", str(scenario_dir), "--port", str(port)],
         stdout=subprocess.DEVNULL,
@@ -310,14 +339,21 @@ def demo(
                 contacts=contacts, seed=seed, campaigns=campaigns, doi_grace_days=config.policy.doi_grace_period_days
             ).save(scenario_dir)
     scenario = load_scenario(scenario_dir)
-    console.print(f"[green]✓[/green] demo world: {scenario.description} ({scenario_dir})")
+    console.print(f"[green]✓[/green] demo world: {_printable(scenario.description)} ({_printable(scenario_dir)})")
 
+    url = _crm_url(config)
     with console.status("Writing the demo CRM…"):
-        url = config.crm.connection_url(config.base_dir)
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         write_crm(scenario.tables, url, config.crm)
-    console.print(f"[green]✓[/green] demo CRM written ({url})")
+    console.print(f"[green]✓[/green] demo CRM written ({_printable(url)})")
+
+    for account in scenario.accounts:
+        try:
+            os.environ[config.account(account.name).api_key_env] = account.api_key
+        except KeyError:
+            continue
+    _check_environment(config)
 
     # a demo starts from an empty warehouse and fresh extraction state
     warehouse = config.warehouse_path()
@@ -326,16 +362,11 @@ def demo(
             shutil.rmtree(stale)
         elif stale.exists():
             stale.unlink()
-    for account in scenario.accounts:
-        try:
-            os.environ[config.account(account.name).api_key_env] = account.api_key
-        except KeyError:
-            continue
 
     port = _sandbox_port(config)
     try:
         with sandbox_process(scenario_dir, port) as url:
-            console.print(f"[green]✓[/green] sandbox ESPs at {url}")
+            console.print(f"[green]✓[/green] sandbox ESPs at {_printable(url)}")
             sync_started = time.monotonic()
             run_sync_job(config, full_refresh=True)
             sync_seconds = time.monotonic() - sync_started
@@ -354,14 +385,14 @@ def demo(
                 print_outbox(config)
     except MailbridgeExit as failure:
         if failure.args:
-            err.print(f"[red]{failure.args[0]}[/red]")
+            err.print(f"[red]{_printable(failure.args[0])}[/red]")
         raise typer.Exit(1) from None
 
     pushed = f"; sync_and_push {push_seconds:.1f}s" if push_seconds is not None else ""
     console.print(
         f"Full sync of {contacts:,} contacts: {sync_seconds:.1f}s{pushed}; "
         f"demo total {time.monotonic() - started:.1f}s.\n"
-        f"Warehouse: {warehouse}  ·  Dagster UI: `make ui` (or `mailbridge ui`)"
+        f"Warehouse: {_printable(warehouse)}  ·  Dagster UI: `make ui` (or `mailbridge ui`)"
     )
     if not matches:
         raise typer.Exit(1)
@@ -380,7 +411,7 @@ def print_outbox(config: MailbridgeConfig) -> None:
     for column in ("target", "action", "status", "count"):
         table.add_column(column)
     for target, action, status, count in rows:
-        table.add_row(target, action, status, f"{count:,}")
+        table.add_row(_printable(target), _printable(action), _printable(status), f"{count:,}")
     console.print(table)
 
 
@@ -405,13 +436,14 @@ def sync(
         err.print("[red]--dry-run goes with --push (or use `mailbridge push --dry-run`).[/red]")
         raise typer.Exit(2)
     config = _load(config_file)
+    _check_environment(config)
     try:
         run_sync_job(config, full_refresh=full, push=push, dry_run=dry_run)
         print_summary(reconciliation_counts(config))
         print_read_failures(config)
     except MailbridgeExit as failure:
         if failure.args:
-            err.print(f"[red]{failure.args[0]}[/red]")
+            err.print(f"[red]{_printable(failure.args[0])}[/red]")
         raise typer.Exit(1) from None
 
 
@@ -422,7 +454,7 @@ def status(config_file: ConfigOption = None) -> None:
     try:
         print_summary(reconciliation_counts(config))
     except MailbridgeExit as failure:
-        err.print(f"[red]{failure.args[0]}[/red]")
+        err.print(f"[red]{_printable(failure.args[0])}[/red]")
         raise typer.Exit(1) from None
 
 
@@ -437,7 +469,7 @@ def explain(
     config = _load(config_file)
     warehouse = config.warehouse_path()
     if not warehouse.exists():
-        err.print(f"[red]no warehouse at {warehouse}: run `mailbridge sync --full` first[/red]")
+        err.print(f"[red]no warehouse at {_printable(warehouse)}: run `mailbridge sync --full` first[/red]")
         raise typer.Exit(1)
     if not explain_address(warehouse, address, console):
         raise typer.Exit(1)
@@ -459,14 +491,14 @@ def decide(
     try:
         decision = record_decision(config.warehouse_path(), address, list_link, action, by, note)
     except DecisionError as error:
-        err.print(f"[red]{error}[/red]")
+        err.print(f"[red]{_printable(error)}[/red]")
         raise typer.Exit(1) from None
     console.print(
-        f"[green]✓[/green] {decision.action} for {decision.email_key} on {decision.list_link_id} "
-        f"(now {decision.result}); decision {decision.decision_id}"
+        f"[green]✓[/green] {_printable(decision.action)} for {_printable(decision.email_key)} on "
+        f"{_printable(decision.list_link_id)} (now {_printable(decision.result)}); decision {decision.decision_id}"
     )
     if decision.warning:
-        err.print(f"[yellow]{decision.warning}[/yellow]")
+        err.print(f"[yellow]{_printable(decision.warning)}[/yellow]")
 
 
 @app.command()
@@ -494,18 +526,19 @@ def push(
         with console.status("Pushing…" if not dry_run else "Planning…"):
             report = push(config, run_id=run_id, dry_run=dry_run, allow_permanent_delete=allow_permanent_delete)
     except PushRefused as refused:
-        err.print(f"[red]Push refused, nothing was written:[/red] {refused.verdict.explain()}")
+        err.print(f"[red]Push refused, nothing was written:[/red] {_printable(refused.verdict.explain())}")
         raise typer.Exit(1) from None
     except PushQueueError as error:
-        err.print(f"[red]{error}[/red]")
+        err.print(f"[red]{_printable(error)}[/red]")
         raise typer.Exit(1) from None
     except PushAccountFailed as failed:
         account_failure, report = failed, failed.report
     if report.gate is not None and not report.gate.allowed:
-        err.print(f"[yellow]A real push would be refused now:[/yellow] {report.gate.explain()}")
+        err.print(f"[yellow]A real push would be refused now:[/yellow] {_printable(report.gate.explain())}")
     if report.gate is not None and report.gate.aborted_lists:
         err.print(
-            f"[yellow]Held (their latest extraction did not complete):[/yellow] {', '.join(report.gate.aborted_lists)}"
+            "[yellow]Held (their latest extraction did not complete):[/yellow] "
+            + _printable(", ".join(report.gate.aborted_lists))
         )
     if report.queue_refreshed:
         console.print("The queue was rebuilt first: decisions were made since the last sync.")
@@ -515,7 +548,8 @@ def push(
         table.add_column(column)
     for (link, action, source), counts in sorted(report.counts.items()):
         for status, count in sorted(counts.items()):
-            table.add_row(link, action, source, status, f"{count:,}", ", ".join(report.samples[(link, action, source)]))
+            samples = ", ".join(report.samples[(link, action, source)])
+            table.add_row(*map(_printable, (link, action, source, status)), f"{count:,}", _printable(samples))
     console.print(table if report.counts else "Nothing to push: the queue has no ready action.")
     if not dry_run:
         console.print(
@@ -526,7 +560,8 @@ def push(
     if account_failure is not None:
         for failure in account_failure.errors:
             err.print(
-                f"[red]Credentials refused, nothing sent for this account (its actions stay ready):[/red] {failure}"
+                "[red]Credentials refused, nothing sent for this account (its actions stay ready):[/red] "
+                + _printable(failure)
             )
         raise typer.Exit(1)
 
@@ -548,18 +583,18 @@ def send(
     try:
         result = send_campaign(config, campaign, account_name=account, max_age_minutes=max_age)
     except ConfigError as error:
-        err.print(f"[red]{error}[/red]")
+        err.print(f"[red]{_printable(error)}[/red]")
         raise typer.Exit(1) from None
     except EspApiError as error:
-        err.print(f"[red]The ESP refused: {error}[/red]")
+        err.print(f"[red]The ESP refused: {_printable(error)}[/red]")
         raise typer.Exit(1) from None
     where = f"{result.esp_account}/{result.esp_list_id}" + (f" ({result.list_link_id})" if result.list_link_id else "")
     if not result.sent:
-        err.print(f"[red]Send refused[/red] for campaign {campaign} to {where}:")
+        err.print(f"[red]Send refused[/red] for campaign {_printable(campaign)} to {_printable(where)}:")
         for reason in result.reasons:
-            err.print(f"  - {reason}")
+            err.print(f"  - {_printable(reason)}")
         raise typer.Exit(1)
-    console.print(f"[green]✓[/green] campaign {campaign} sent to {where}")
+    console.print(f"[green]✓[/green] campaign {_printable(campaign)} sent to {_printable(where)}")
 
 
 @app.command()
@@ -572,7 +607,7 @@ def export(
 
     config = _load(config_file)
     count = export_crm_changes(config.warehouse_path(), out)
-    console.print(f"[green]✓[/green] {count:,} CRM changes written to {out}")
+    console.print(f"[green]✓[/green] {count:,} CRM changes written to {_printable(out)}")
 
 
 @app.command()
@@ -593,7 +628,7 @@ def sandbox(
         world = Scenario("empty", today_utc(), list(ACCOUNTS), list(LINKS), tables=_empty_tables())
     served = build_sandbox(world)
     keys = ", ".join(f"{account.name}={account.api_key}" for account in world.accounts)
-    err.print(f"sandbox: {world.name} on http://127.0.0.1:{port} (sandbox keys: {keys})")
+    err.print(f"sandbox: {world.name} on http://127.0.0.1:{port} (sandbox keys: {keys})", markup=False)
     serve_forever(served.app, port)
 
 
@@ -618,7 +653,7 @@ def generate(
     with console.status(f"Generating {contacts:,} contacts…"):
         scenario = generate_scenario(contacts=contacts, seed=seed, campaigns=campaigns)
         scenario.save(out)
-    console.print(f"[green]✓[/green] {scenario.description} → {out}")
+    console.print(f"[green]✓[/green] {_printable(scenario.description)} → {_printable(out)}")
 
 
 @app.command("load-crm")
@@ -632,7 +667,7 @@ def load_crm(
 
     config = _load(config_file)
     world = load_scenario(scenario)
-    url = config.crm.connection_url(config.base_dir)
+    url = _crm_url(config)
     with console.status("Writing the CRM tables…"):
         write_crm(world.tables, url, config.crm)
     console.print(f"[green]✓[/green] {world.table('crm_contacts').height:,} contacts written")
@@ -650,7 +685,7 @@ def ui(
 
     executable = Path(sys.executable).parent / "dagster"
     command = [str(executable) if executable.exists() else "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml")]
-    console.print(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    console.print(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={_printable(os.environ['DAGSTER_HOME'])})")
     raise typer.Exit(subprocess.call([*command, "-p", str(port)], cwd=REPO_ROOT))
 
 
@@ -688,7 +723,11 @@ def simulate(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ConfigError as error:  # a configuration problem found late still gets a message, not a traceback
+        err.print(f"[red]Configuration error:[/red] {_printable(error)}")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

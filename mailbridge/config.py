@@ -6,9 +6,13 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mailbridge.urls import masked_url, url_has_password, url_has_userinfo
 
 DEFAULT_CONFIG_FILE = "mailbridge.yaml"
 CONFIG_ENV = "MAILBRIDGE_CONFIG"
@@ -78,6 +82,28 @@ class EspAccount(_Strict):
             raise ValueError(f"unknown ESP type {value!r}; known types: {', '.join(esp_types())}")
         return value
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url_without_credentials(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
+        except ValueError:
+            usable = False
+        if not usable:
+            raise ValueError(
+                f"{masked_url(value)!r} is not an http:// or https:// URL with a host; give the API's address "
+                "(like https://us19.api.mailchimp.com/3.0), or drop base_url for the ESP's own"
+            )
+        if url_has_userinfo(value):
+            raise ValueError(
+                "credentials in base_url are refused (they would be printed and stored): remove the 'user:key@' "
+                "part and export the key in the environment variable named by api_key_env"
+            )
+        return value
+
     def api_key(self) -> str:
         """The account's API key, read from its environment variable."""
         key = os.environ.get(self.api_key_env, "").strip()
@@ -96,6 +122,13 @@ class ListLink(_Strict):
     crm_list_id: str
     esp_account: Identifier
     esp_list_id: str
+
+    @field_validator("crm_list_id", "esp_list_id")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("an empty list id links nothing; give the list's id")
+        return value
 
 
 class TableMapping(_Strict):
@@ -146,6 +179,46 @@ class CrmConfig(_Strict):
         "consents": ("list_id", "email", "kind", "source", "note"),
     }
 
+    @field_validator("url")
+    @classmethod
+    def _no_secret_in_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if url_has_password(value):
+            raise ValueError(
+                "a password in crm.url is refused (secrets never go into mailbridge.yaml): export the whole URL "
+                "in an environment variable and name that variable in crm.url_env instead of crm.url"
+            )
+        if not _is_database_url(value):
+            raise ValueError(
+                "not a database URL SQLAlchemy reads; write it as dialect+driver://user@host/database "
+                "(or sqlite:///path/to/file.sqlite)"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except Exception:  # unknown key (KeyError), malformed key (ValueError), a folder of zones (OSError)
+            raise ValueError(
+                f"{value!r} is not a time zone; give an IANA name such as 'Europe/Berlin' or 'UTC'"
+            ) from None
+        return value
+
+    @field_validator("status_values")
+    @classmethod
+    def _opt_in_and_opt_out_mapped(cls, value: dict[str, str]) -> dict[str, str]:
+        missing = [status for status in ("subscribed", "unsubscribed") if status not in value.values()]
+        if missing:
+            raise ValueError(
+                f"no CRM word is mapped to {' or '.join(missing)}; map the CRM's own words to canonical statuses, "
+                "like {angemeldet: subscribed, abgemeldet: unsubscribed} (a status word left unmapped keeps its "
+                "rows out of the sync)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> CrmConfig:
         if (self.url is None) == (self.url_env is None):
@@ -183,6 +256,11 @@ class CrmConfig(_Strict):
                     f"crm.url_env: the environment variable {self.url_env} is not set. "
                     f"Export the CRM's SQLAlchemy URL as {self.url_env}."
                 )
+            if not _is_database_url(url):
+                raise ConfigError(
+                    f"crm.url_env: the value of {self.url_env} is not a database URL SQLAlchemy reads. "
+                    "Export it as dialect+driver://user:password@host/database."
+                )
         else:
             assert self.url is not None
             url = self.url
@@ -190,6 +268,17 @@ class CrmConfig(_Strict):
         if url.startswith(prefix) and not url.startswith(prefix + "/"):
             url = prefix + str((base_dir / url[len(prefix) :]).resolve())
         return url
+
+
+def _is_database_url(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError):
+        return False
+    return True
 
 
 STANDARD_FIELDS = ("first_name", "last_name", "salutation")
@@ -271,11 +360,18 @@ class MailbridgeConfig(_Strict):
         duplicates = sorted({link for link in link_ids if link_ids.count(link) > 1})
         if duplicates:
             raise ValueError(f"list_links: ids must be unique, repeated: {', '.join(duplicates)}")
+        linked: dict[tuple[str, str], int] = {}
         for index, link in enumerate(self.list_links):
             if link.esp_account not in names:
                 raise ValueError(
                     f"list_links[{index}].esp_account: no ESP account named {link.esp_account!r}; "
                     f"configured accounts: {', '.join(names) or 'none'}"
+                )
+            first = linked.setdefault((link.esp_account, link.esp_list_id), index)
+            if first != index:
+                raise ValueError(
+                    f"list_links[{index}].esp_list_id: list {link.esp_list_id!r} of {link.esp_account!r} is linked "
+                    f"already by list_links[{first}] ({self.list_links[first].id}); link each ESP list once"
                 )
         fields = [*STANDARD_FIELDS, *(mapping.name for mapping in self.field_mappings)]
         if len(set(fields)) != len(fields):
@@ -284,6 +380,22 @@ class MailbridgeConfig(_Strict):
         if unknown:
             raise ValueError(f"policy.field_winners: unknown field {unknown[0]!r}; fields are {', '.join(fields)}")
         return self
+
+    def check_environment(self) -> None:
+        """Every environment variable a sync reads is set (the CRM URL's, each account's key); checked
+        before anything is extracted, so a missing one costs nothing and names the key to fix."""
+        problems = []
+        try:
+            self.crm.connection_url(self.base_dir)
+        except ConfigError as error:
+            problems.append(str(error))
+        for index, account in enumerate(self.esp_accounts):
+            try:
+                account.api_key()
+            except ConfigError as error:
+                problems.append(f"esp_accounts[{index}].api_key_env: {error}")
+        if problems:
+            raise ConfigError("\n".join(problems))
 
     def account(self, name: str) -> EspAccount:
         for account in self.esp_accounts:
@@ -325,7 +437,8 @@ def load_config(path: str | Path | None = None) -> MailbridgeConfig:
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise ConfigError(f"{file}: not valid YAML: {error}") from None
+        # PyYAML quotes the offending line, which may hold a URL
+        raise ConfigError(f"{file}: not valid YAML: {masked_url(str(error))}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: expected a mapping at the top level")
     try:
@@ -333,4 +446,19 @@ def load_config(path: str | Path | None = None) -> MailbridgeConfig:
     except ValidationError as error:
         lines = [f"{file}: {_location(e['loc'])}: {e['msg']}" for e in error.errors()]
         raise ConfigError("invalid configuration\n  " + "\n  ".join(lines)) from None
-    return config.model_copy(update={"base_dir": file.parent, "source_file": file})
+    config = config.model_copy(update={"base_dir": file.parent, "source_file": file})
+    _check_warehouse(config)
+    return config
+
+
+def _check_warehouse(config: MailbridgeConfig) -> None:
+    """The warehouse must be a file that exists or can be created; a folder is never taken for it."""
+    path = config.warehouse_path()
+    key = f"{WAREHOUSE_ENV} (environment)" if os.environ.get(WAREHOUSE_ENV) else f"{config.source_file}: warehouse"
+    if path.is_dir():
+        raise ConfigError(f"{key}: {path} is a directory; name the DuckDB file in it, like {path / 'warehouse.duckdb'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{key}: {parent} is a file, not a directory, so {path} cannot be created")
+            return

@@ -7,6 +7,7 @@ from typing import Any
 
 import duckdb
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mailbridge.email_key import try_email_key
@@ -63,7 +64,8 @@ def _table(title: str, columns: list[str], rows: list[tuple[Any, ...]]) -> Table
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("" if value is None else str(value) for value in row))
+        # warehouse values are CRM and ESP data: shown as written, never read as markup
+        table.add_row(*("" if value is None else escape(str(value)) for value in row))
     return table
 
 
@@ -71,9 +73,9 @@ def explain_address(warehouse: Path, address: str, console: Console) -> bool:
     """Print what mailbridge knows about one address; False when it knows nothing."""
     result = try_email_key(address)
     if result.key is None:
-        console.print(f"[yellow]{address!r} is not a valid address:[/yellow] {result.error}")
+        console.print(f"[yellow]{escape(repr(address))} is not a valid address:[/yellow] {escape(str(result.error))}")
     key = result.key
-    console.print(f"[bold]{address}[/bold] → email key [cyan]{key or '(none)'}[/cyan]")
+    console.print(f"[bold]{escape(address)}[/bold] → email key [cyan]{escape(key or '(none)')}[/cyan]")
     found = False
     with duckdb.connect(str(warehouse), read_only=True) as db:
         where_key = "email_key = ?" if key else "lower(trim(email_address)) = lower(trim(?))"
@@ -128,7 +130,7 @@ def explain_address(warehouse: Path, address: str, console: Console) -> bool:
             if title == "Reconciliation":
                 rules |= {row[columns.index("rule")] for row in rows}
         for rule in sorted(rules):
-            console.print(f"[bold]{rule}[/bold]: {RULES.get(rule, '')}")
+            console.print(f"[bold]{escape(str(rule))}[/bold]: {escape(RULES.get(rule, ''))}")
     if not found:
         console.print("Neither side knows this address, and the event log has nothing on it.")
     return found

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from mailbridge.urls import masked_url
+
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -192,8 +194,9 @@ class EspHttpClient:
             pause = self.retry.delay(attempt, retry_after)
             log.info("%s: %s %s: %s, retrying in %.2fs", self.account_label, method, path, last_problem, pause)
             time.sleep(pause)
+        url = masked_url(f"{self._client.base_url}{path.lstrip('/')}")
         raise EspApiError(
-            f"{self.account_label}: {method} {self._client.base_url}{path.lstrip('/')} still failing after "
+            f"{self.account_label}: {method} {url} still failing after "
             f"{self.retry.max_retries + 1} attempts ({last_problem})",
             retryable=True,
         )

@@ -62,6 +62,7 @@ def extraction_named(config: MailbridgeConfig, name: str, *, full_refresh: bool,
             config.crm,
             run_id=run_id,
             field_mappings=config.field_mappings,
+            list_links=config.list_links,
         )
         return Extraction(name, make_pipeline(config, name, CRM_DATASET), source)
     if name not in extraction_names(config):

@@ -9,14 +9,21 @@ import pyarrow as pa
 from dlt.sources import DltResource
 
 from mailbridge.config import STANDARD_FIELDS, MailbridgeConfig
+from mailbridge.urls import url_without_userinfo
 
 
 @dlt.source(name="mailbridge", max_table_nesting=0)
 def settings_source(config: MailbridgeConfig) -> Iterator[DltResource]:
-    """The configured list links, ESP accounts (no secrets) and policy, replaced each run."""
+    """The configured list links, ESP accounts (no secrets: a URL's userinfo is never stored) and
+    policy, replaced each run."""
     links = [link.model_dump() for link in config.list_links]
     accounts = [
-        {"esp_account": a.name, "esp_type": a.type, "base_url": a.base_url, "max_connections": a.max_connections}
+        {
+            "esp_account": a.name,
+            "esp_type": a.type,
+            "base_url": None if a.base_url is None else url_without_userinfo(a.base_url),
+            "max_connections": a.max_connections,
+        }
         for a in config.esp_accounts
     ]
     link_schema = pa.schema(

@@ -137,3 +137,165 @@ def test_field_winners_name_known_fields(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"policy.field_winners.first_name"):
         load_config(write(tmp_path, wrong_winner))
+
+
+def config_error(tmp_path: Path, mutate: object) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, mutate))
+    return str(caught.value)
+
+
+def test_credentials_in_an_esp_base_url_are_refused_without_echoing_them(tmp_path: Path) -> None:
+    for userinfo in ("mailbridge:0123456789abcdef-us1@", "0123456789abcdef-us1@"):
+
+        def mutate(raw: dict, userinfo: str = userinfo) -> None:  # type: ignore[type-arg]
+            raw["esp_accounts"][1]["base_url"] = f"http://{userinfo}127.0.0.1:8421/3.0"
+
+        message = config_error(tmp_path, mutate)
+        assert "esp_accounts[1].base_url" in message and "api_key_env" in message
+        assert "0123456789abcdef" not in message
+
+
+def test_a_base_url_that_is_not_http_is_refused(tmp_path: Path) -> None:
+    for url in ("file:///etc/passwd", "ftp://127.0.0.1/3.0", "127.0.0.1:8421/3.0", "http:///3.0"):
+
+        def mutate(raw: dict, url: str = url) -> None:  # type: ignore[type-arg]
+            raw["esp_accounts"][0]["base_url"] = url
+
+        message = config_error(tmp_path, mutate)
+        assert "esp_accounts[0].base_url" in message and "http" in message, message
+
+
+def test_a_password_in_a_literal_crm_url_is_refused(tmp_path: Path) -> None:
+    for url in (
+        "postgresql+psycopg://crm:Geheim-42@db.example.com/crm",
+        "postgresql+psycopg://crm@db.example.com/crm?password=Geheim-42",
+    ):
+
+        def mutate(raw: dict, url: str = url) -> None:  # type: ignore[type-arg]
+            raw["crm"]["url"] = url
+
+        message = config_error(tmp_path, mutate)
+        assert "crm.url" in message and "crm.url_env" in message
+        assert "Geheim-42" not in message
+
+    # a user without a password (trust or peer authentication) is fine
+    def user_only(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["crm"]["url"] = "postgresql+psycopg://crm@db.example.com/crm"
+
+    assert load_config(write(tmp_path, user_only)).crm.url == "postgresql+psycopg://crm@db.example.com/crm"
+
+
+def test_a_crm_url_from_the_environment_that_is_no_url_is_named_without_echoing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def mutate(raw: dict) -> None:  # type: ignore[type-arg]
+        del raw["crm"]["url"]
+        raw["crm"]["url_env"] = "MAILBRIDGE_TEST_CRM_URL"
+
+    config = load_config(write(tmp_path, mutate))
+    monkeypatch.setenv("MAILBRIDGE_TEST_CRM_URL", "postgresql//crm:Geheim-42@db.example.com/crm")
+    with pytest.raises(ConfigError) as caught:
+        config.crm.connection_url(config.base_dir)
+    assert "crm.url_env" in str(caught.value) and "MAILBRIDGE_TEST_CRM_URL" in str(caught.value)
+    assert "Geheim-42" not in str(caught.value)
+
+
+def test_two_links_on_one_esp_list_are_refused(tmp_path: Path) -> None:
+    def mutate(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["list_links"][1]["esp_list_id"] = raw["list_links"][0]["esp_list_id"]
+
+    message = config_error(tmp_path, mutate)
+    assert "list_links[1].esp_list_id" in message
+    assert "newsletter_main" in message and "nl0001" in message and "brand_main" in message
+
+
+def test_the_same_esp_list_id_in_two_accounts_is_fine(tmp_path: Path) -> None:
+    def mutate(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["list_links"][2]["esp_list_id"] = raw["list_links"][0]["esp_list_id"]
+
+    assert len(load_config(write(tmp_path, mutate)).list_links) == 3
+
+
+def test_empty_status_values_are_refused(tmp_path: Path) -> None:
+    def empty(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["crm"]["status_values"] = {}
+
+    assert "crm.status_values" in config_error(tmp_path, empty)
+
+    def no_opt_out(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["crm"]["status_values"] = {"angemeldet": "subscribed"}
+
+    message = config_error(tmp_path, no_opt_out)
+    assert "crm.status_values" in message and "unsubscribed" in message
+
+
+def test_empty_list_ids_are_refused(tmp_path: Path) -> None:
+    for field, value in (("crm_list_id", ""), ("esp_list_id", ""), ("crm_list_id", "  ")):
+
+        def mutate(raw: dict, field: str = field, value: str = value) -> None:  # type: ignore[type-arg]
+            raw["list_links"][2][field] = value
+
+        assert f"list_links[2].{field}" in config_error(tmp_path, mutate)
+
+
+def test_a_bad_or_empty_timezone_names_the_key(tmp_path: Path) -> None:
+    for zone in ("Europe/Berln", "", "Europe", "../etc/passwd"):
+
+        def mutate(raw: dict, zone: str = zone) -> None:  # type: ignore[type-arg]
+            raw["crm"]["timezone"] = zone
+
+        message = config_error(tmp_path, mutate)
+        assert "crm.timezone" in message and "Europe/Berlin" in message, message
+
+    def berlin(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["crm"]["timezone"] = "Europe/Berlin"
+
+    assert load_config(write(tmp_path, berlin)).crm.timezone == "Europe/Berlin"
+
+
+def test_a_warehouse_that_is_a_directory_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "data").mkdir()
+
+    def mutate(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["warehouse"] = "data"
+
+    message = config_error(tmp_path, mutate)
+    assert "warehouse" in message and str(tmp_path / "data") in message and "directory" in message
+
+    (tmp_path / "a_file").write_text("", "utf-8")
+    monkeypatch.setenv("MAILBRIDGE_WAREHOUSE", str(tmp_path / "a_file" / "warehouse.duckdb"))
+    message = config_error(tmp_path, lambda raw: None)
+    assert "MAILBRIDGE_WAREHOUSE" in message and "a_file" in message
+
+
+def test_missing_environment_is_named_per_key_before_any_extraction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def mutate(raw: dict) -> None:  # type: ignore[type-arg]
+        del raw["crm"]["url"]
+        raw["crm"]["url_env"] = "MAILBRIDGE_TEST_CRM_URL"
+
+    config = load_config(write(tmp_path, mutate))
+    for variable in ("MAILBRIDGE_TEST_CRM_URL", "MAILBRIDGE_MAILCHIMP_MAIN_KEY", "MAILBRIDGE_MAILCHIMP_SHOP_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(ConfigError) as caught:
+        config.check_environment()
+    message = str(caught.value)
+    assert "crm.url_env" in message and "MAILBRIDGE_TEST_CRM_URL" in message
+    assert "'brand_main'" in message and "MAILBRIDGE_MAILCHIMP_MAIN_KEY" in message
+    assert "'brand_shop'" in message and "MAILBRIDGE_MAILCHIMP_SHOP_KEY" in message
+
+    monkeypatch.setenv("MAILBRIDGE_TEST_CRM_URL", "sqlite:///crm.sqlite")
+    monkeypatch.setenv("MAILBRIDGE_MAILCHIMP_MAIN_KEY", "k-us1")
+    monkeypatch.setenv("MAILBRIDGE_MAILCHIMP_SHOP_KEY", "k-us1")
+    config.check_environment()
+
+
+def test_a_yaml_error_quotes_its_line_without_the_password(tmp_path: Path) -> None:
+    path = tmp_path / "mailbridge.yaml"
+    path.write_text('crm:\n  url: "postgresql://crm:Geheim-42@db/crm\n  timezone: [\n', "utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "not valid YAML" in str(caught.value) and "postgresql://crm:***@db/crm" in str(caught.value)
+    assert "Geheim-42" not in str(caught.value)

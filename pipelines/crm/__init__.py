@@ -17,7 +17,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from dlt.sources import DltResource
 
-from mailbridge.config import ConfigError, CrmConfig, FieldMapping, TableMapping
+from mailbridge.config import ConfigError, CrmConfig, FieldMapping, ListLink, TableMapping
 from mailbridge.email_key import blocklist_key, blocklist_keys, with_email_key
 from pipelines.crm.values import ESP_TEXT_FIELDS, value_problems
 
@@ -147,6 +147,7 @@ def crm_source(
     run_id: str = "manual",
     field_mappings: Sequence[FieldMapping] = (),
     chunk_size: int = 50_000,
+    list_links: Sequence[ListLink] = (),
 ) -> Iterator[DltResource]:
     """The CRM's contacts, lists, assignments, blocklist and address history, in canonical names.
 
@@ -158,11 +159,15 @@ def crm_source(
     opt-out on it still counts; a row without its key, with an unreadable key, with a status
     word `crm.status_values` does not map or a blocklist entry that blocks nothing stays out of
     the load, and so does every row but one of a contact or list id the table holds twice.
+
+    Before the first row is read, every CRM list the `list_links` name must exist in the CRM;
+    a link to a list it lacks stops the extraction with the config key to fix.
     """
     zone = ZoneInfo(crm.timezone)
     statuses = crm.status_values
     mapped_types = {m.name: m.type for m in field_mappings}
     esp_text = {*ESP_TEXT_FIELDS, *(m.name for m in field_mappings if m.type == "text")}
+    links_checked = False
 
     def read(entity: str) -> Iterator[pa.Table]:
         mapping: TableMapping = getattr(crm, entity)
@@ -209,6 +214,10 @@ def crm_source(
 
         engine = sa.create_engine(url)
         try:
+            nonlocal links_checked
+            if not links_checked:
+                _check_linked_lists(engine, crm, list_links)
+                links_checked = True
             table = _reflect(engine, entity, mapping)
             dialect = engine.dialect.name
             columns = [
@@ -293,6 +302,26 @@ def _text_fields(entity: str) -> list[str]:
     checks of their own."""
     checked = {*PRIMARY_KEYS[entity], "email", "status", "crm_status_value"}
     return [field for field, dtype in FIELDS[entity].items() if dtype == pa.string() and field not in checked]
+
+
+def _check_linked_lists(engine: sa.Engine, crm: CrmConfig, list_links: Sequence[ListLink]) -> None:
+    """Every linked CRM list is in the CRM's lists table: a link to a list it lacks would read no
+    CRM side at all, and every member of the ESP list would look new to the CRM."""
+    if not list_links:
+        return
+    table = _reflect(engine, "lists", crm.lists)
+    column = table.c[crm.lists.columns["list_id"]]
+    with engine.connect() as connection:
+        values: list[Any] = list(connection.execute(sa.select(column).distinct()).scalars())
+    known = {str(value) for value in values if value is not None}
+    for index, link in enumerate(list_links):
+        if link.crm_list_id not in known:
+            shown = sorted(known)
+            holds = ", ".join(shown[:20]) + (f" and {len(shown) - 20} more" if len(shown) > 20 else "") or "no list"
+            raise ConfigError(
+                f"list_links[{index}].crm_list_id: the CRM has no list {link.crm_list_id!r} (table "
+                f"{crm.lists.table!r}, column {column.name!r} holds: {holds}). Fix the list id in mailbridge.yaml."
+            )
 
 
 def _row_hashes(table: pa.Table) -> pa.Array:

@@ -76,3 +76,82 @@ def test_full_and_incremental_differ_only_in_the_refresh_flag(defs: dg.Definitio
     ops = {"raw_mailbridge", "raw_crm", "raw_mailchimp"}
     assert {op: cfg["config"]["full_refresh"] for op, cfg in full["ops"].items()} == dict.fromkeys(ops, True)
     assert {op: cfg["config"]["full_refresh"] for op, cfg in incremental["ops"].items()} == dict.fromkeys(ops, False)
+
+
+def url_env_project(tmp_path: Path) -> Path:
+    import yaml
+
+    raw = yaml.safe_load((REPO_ROOT / "mailbridge.yaml").read_text("utf-8"))
+    del raw["crm"]["url"]
+    raw["crm"]["url_env"] = "MAILBRIDGE_TEST_CRM_URL"
+    raw["warehouse"] = str(tmp_path / "warehouse.duckdb")
+    path = tmp_path / "mailbridge.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), "utf-8")
+    return path
+
+
+def test_loading_without_the_crm_url_variable_names_the_key_and_the_variable(tmp_path: Path) -> None:
+    dagster = Path(sys.executable).parent / "dagster"
+    env = {key: value for key, value in os.environ.items() if key != "MAILBRIDGE_TEST_CRM_URL"}
+    result = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO_ROOT,
+        env={**env, "DAGSTER_HOME": str(tmp_path), "MAILBRIDGE_CONFIG": str(url_env_project(tmp_path))},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "crm.url_env: the environment variable MAILBRIDGE_TEST_CRM_URL is not set" in result.stderr + result.stdout
+
+
+RUN_WITHOUT_KEYS = """
+import json
+from dagster import DagsterInstance
+from assets.definitions import defs
+from assets.ingest import SyncConfig
+from assets.jobs import sync_run_config
+
+result = defs.resolve_job_def("full_sync").execute_in_process(
+    instance=DagsterInstance.ephemeral(),
+    run_config=sync_run_config(SyncConfig(full_refresh=True)),
+    raise_on_error=False,
+)
+failures = {}
+for event in result.all_events:
+    if event.event_type_value == "STEP_FAILURE":
+        error = event.step_failure_data.error
+        while error.cause is not None:
+            error = error.cause
+        failures[event.step_key] = error.message
+print(json.dumps({"success": result.success, "failures": failures}))
+"""
+
+
+def test_a_run_without_an_account_key_fails_before_any_extraction(tmp_path: Path) -> None:
+    import json
+
+    secrets = ("MAILBRIDGE_MAILCHIMP_MAIN_KEY", "MAILBRIDGE_MAILCHIMP_SHOP_KEY")
+    env = {key: value for key, value in os.environ.items() if key not in secrets}
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_WITHOUT_KEYS],
+        cwd=REPO_ROOT,
+        env={
+            **env,
+            "MAILBRIDGE_CONFIG": str(url_env_project(tmp_path)),
+            "MAILBRIDGE_TEST_CRM_URL": f"sqlite:///{tmp_path / 'crm.sqlite'}",
+            "MAILBRIDGE_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
+            "DAGSTER_HOME": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["success"] is False
+    assert set(outcome["failures"]) == {"raw_mailbridge", "raw_crm", "raw_mailchimp"}
+    for message in outcome["failures"].values():
+        assert "'brand_main'" in message and "MAILBRIDGE_MAILCHIMP_MAIN_KEY is not set" in message
+    # nothing was extracted
+    assert not (tmp_path / "warehouse.duckdb").exists()

@@ -259,3 +259,85 @@ def test_a_report_that_cannot_be_read_warns_and_holds_nothing_up(tmp_path: Path,
     with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as db:
         report = db.execute("select count(*) from raw_mailchimp.reports where campaign_id = 'nl0001c01'").fetchone()
     assert report == (1,)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def varchar_cells_containing(warehouse: Path, needle: str) -> list[str]:
+    """Every warehouse column (schema.table.column) with a text value that contains `needle`."""
+    found = []
+    with duckdb.connect(str(warehouse), read_only=True) as db:
+        columns = db.execute(
+            "select table_schema, table_name, column_name from information_schema.columns "
+            "where data_type = 'VARCHAR' or data_type like '%JSON%'"
+        ).fetchall()
+        for schema, table, column in columns:
+            hits = db.execute(
+                f'select count(*) from "{schema}"."{table}" where cast("{column}" as varchar) like ?', [f"%{needle}%"]
+            ).fetchone()
+            if hits and hits[0]:
+                found.append(f"{schema}.{table}.{column}")
+    return found
+
+
+@pytest.mark.parametrize("crm_url", ["postgresql"], indirect=True)
+def test_demo_never_shows_or_stores_the_crm_password(tmp_path: Path, crm_url: str) -> None:
+    import sqlalchemy as sa
+    import yaml
+
+    password = "Sentinel-Pw-7731"
+    url = sa.engine.make_url(crm_url).set(password=password).render_as_string(hide_password=False)
+    raw = yaml.safe_load((REPO_ROOT / "mailbridge.yaml").read_text("utf-8"))
+    del raw["crm"]["url"]
+    raw["crm"]["url_env"] = "MAILBRIDGE_TEST_CRM_URL"
+    raw["warehouse"] = str(tmp_path / "mb" / "warehouse.duckdb")
+    port = free_port()
+    for account in raw["esp_accounts"]:
+        account["base_url"] = f"http://127.0.0.1:{port}/3.0"
+    config_file = tmp_path / "mailbridge.yaml"
+    config_file.write_text(yaml.safe_dump(raw, sort_keys=False), "utf-8")
+
+    result = mailbridge(
+        "demo",
+        "--contacts",
+        "200",
+        "-c",
+        str(config_file),
+        env={"MAILBRIDGE_TEST_CRM_URL": url, "DAGSTER_HOME": str(tmp_path / "dagster")},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    # Rich folds a long URL over lines
+    assert "demo CRM written (postgresql+psycopg://postgres:***@127.0.0.1:5432/test" in output.replace("\n", "")
+    assert password not in output.replace("\n", "")
+    assert varchar_cells_containing(tmp_path / "mb" / "warehouse.duckdb", password) == []
+    written = [
+        str(path)
+        for path in tmp_path.rglob("*")
+        if path.is_file() and not path.name.endswith((".duckdb", ".parquet")) and password.encode() in path.read_bytes()
+    ]
+    assert written == []
+
+
+def test_a_linked_list_the_crm_lacks_fails_the_sync_naming_the_key(
+    tmp_path: Path, serve_mailchimp: Any, small_scenario: Any
+) -> None:
+    emulator: RunningEmulator = serve_mailchimp(small_scenario)
+    config_file = write_project_config(
+        tmp_path, base_url=emulator.base_url, crm_url=f"sqlite:///{tmp_path / 'crm.sqlite'}", accounts=["brand_main"]
+    )
+    config = load_config(config_file)
+    write_crm(small_scenario.tables, config.crm.connection_url(config.base_dir), config.crm)
+    text = config_file.read_text("utf-8").replace("crm_list_id: PN", "crm_list_id: PNX")
+    config_file.write_text(text, "utf-8")
+    env = {**KEYS, "DAGSTER_HOME": str(tmp_path / "dagster"), "MAILBRIDGE_WAREHOUSE": str(tmp_path / "wh.duckdb")}
+    result = mailbridge("sync", "--full", "-c", str(config_file), env=env)
+    assert result.returncode == 1, result.stderr + result.stdout
+    assert "list_links[1].crm_list_id" in result.stderr and "'PNX'" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

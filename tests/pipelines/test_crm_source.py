@@ -375,7 +375,7 @@ def test_a_contact_or_list_id_held_by_several_rows_keeps_one_and_reports_the_oth
     )
     with extract_crm(config) as db:
         contacts = db.execute("select contact_id, email_key from raw_crm.contacts order by contact_id").fetchall()
-        lists = db.execute("select list_id, name from raw_crm.lists").fetchall()
+        lists = db.execute("select list_id, name from raw_crm.lists where list_id = 'NL'").fetchall()
         rejected = db.execute(
             "select entity, row_key, field, value, row_kept, reason from raw_crm.rejected_rows order by entity, value"
         ).fetchall()
@@ -402,7 +402,7 @@ def test_a_contact_or_list_id_held_by_several_rows_keeps_one_and_reports_the_oth
         ("contacts", "2", "contact_id", "2", False, contact_reason),
         ("lists", "NL", "list_id", "NL", False, list_reason),
     ]
-    assert counts == {"contacts": (6, 2), "lists": (2, 1)}
+    assert counts == {"contacts": (6, 2), "lists": (4, 1)}  # NL twice, PN and SH once
 
 
 def bad_date_times(dialect: str) -> tuple[list[str], str, str]:
@@ -525,3 +525,26 @@ def test_a_warehouse_whose_rejected_rows_predate_row_number_keeps_loading(
     with duckdb.connect(str(config.warehouse_path()), read_only=True) as db:
         rows = db.execute("select run_id, row_number, row_kept from raw_crm.rejected_rows order by run_id").fetchall()
     assert rows == [("after", 2, True), ("before", None, None)]
+
+
+def test_a_linked_list_the_crm_does_not_have_stops_the_extraction_naming_the_key(tmp_path: Path, crm_url: str) -> None:
+    scenario = generate_scenario(contacts=30, seed=3)
+    config = crm_config(tmp_path, crm_url)
+    write_crm(scenario.tables, crm_url, config.crm)
+    links = [*config.list_links]
+    links[1] = links[1].model_copy(update={"crm_list_id": "NEWSLETTR"})
+    config = config.model_copy(update={"list_links": links})
+    with pytest.raises(Exception) as caught:
+        extract_crm(config)
+    chain: BaseException | None = caught.value
+    while chain is not None and not isinstance(chain, ConfigError):
+        chain = chain.__cause__ or chain.__context__
+    assert isinstance(chain, ConfigError), caught.value
+    message = str(chain)
+    assert "list_links[1].crm_list_id" in message and "'NEWSLETTR'" in message
+    assert "'verteiler'" in message and "NL" in message  # the table and the lists it has
+    # nothing of the CRM was loaded
+    if config.warehouse_path().exists():
+        with duckdb.connect(str(config.warehouse_path()), read_only=True) as db:
+            loaded = db.execute("select count(*) from information_schema.tables where table_schema = 'raw_crm'")
+            assert loaded.fetchone() == (0,)

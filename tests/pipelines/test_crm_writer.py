@@ -244,7 +244,6 @@ def test_what_the_crm_cannot_hold_is_rejected_not_half_written(tmp_path: Path, c
 
 def test_one_new_address_on_two_lists_is_one_contact(tmp_path: Path, crm_url: str) -> None:
     config, seen = extracted_world(tmp_path, crm_url)
-    execute(crm_url, "insert into verteiler (verteiler_id, bezeichnung) values ('PN', 'Produktneuheiten')")
     emil = {"email_address": "Emil.Neu@beispiel.de", "esp_values": {"first_name": "Emil"}}
     actions = [
         action(seen, None, "create_contact", **emil),
