@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from dagster_dbt import DbtCliResource
 from dagster_dlt import DagsterDltResource
 
 from assets.project import DBT_PROJECT_DIR
+from mailbridge.child import real_dbt
 
 
 class WarehouseResource(ConfigurableResource):  # type: ignore[misc,type-arg]
@@ -23,9 +23,10 @@ class WarehouseResource(ConfigurableResource):  # type: ignore[misc,type-arg]
 
 
 def dbt_executable() -> str:
-    """dbt beside this interpreter (the project's venv), else whatever is on PATH."""
-    beside = Path(sys.executable).parent / "dbt"
-    return str(beside) if beside.is_file() else (shutil.which("dbt") or "dbt")
+    """`mailbridge-dbt` beside this interpreter: dbt that dies with the process that started it
+    (mailbridge.child); plain dbt where the project is not installed with it."""
+    guarded = Path(sys.executable).parent / "mailbridge-dbt"
+    return str(guarded) if guarded.is_file() else real_dbt()
 
 
 def run_dbt_build(

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mailbridge.child import guarded
 from mailbridge.config import CONFIG_ENV, WAREHOUSE_ENV, ConfigError, MailbridgeConfig, load_config
 
 app = typer.Typer(
@@ -205,8 +206,11 @@ def sandbox_process(scenario_dir: Path, port: int, timeout: float = 600) -> Iter
         pass
     else:
         raise MailbridgeExit(f"port {port} is already in use: stop what runs there, or pass --port")
+    # guarded: a killed demo must not leave the sandbox holding the port
     process = subprocess.Popen(
-        [sys.executable, "-m", "mailbridge.cli", "sandbox", "--scenario", str(scenario_dir), "--port", str(port)],
+        guarded(
+            [sys.executable, "-m", "mailbridge.cli", "sandbox", "--scenario", str(scenario_dir), "--port", str(port)]
+        ),
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -613,7 +617,7 @@ def ui(
     executable = Path(sys.executable).parent / "dagster"
     command = [str(executable) if executable.exists() else "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml")]
     console.print(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    raise typer.Exit(subprocess.call([*command, "-p", str(port)], cwd=REPO_ROOT))
+    raise typer.Exit(subprocess.call(guarded([*command, "-p", str(port)]), cwd=REPO_ROOT))
 
 
 @app.command()
