@@ -9,6 +9,8 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mailbridge.warehouse_lock import DEFAULT_WAIT_SECONDS
+
 DEFAULT_CONFIG_FILE = "mailbridge.yaml"
 CONFIG_ENV = "MAILBRIDGE_CONFIG"
 WAREHOUSE_ENV = "MAILBRIDGE_WAREHOUSE"
@@ -233,6 +235,8 @@ class MailbridgeConfig(_Strict):
     extraction: ExtractionSettings = ExtractionSettings()
     gating: GatingSettings = GatingSettings()
     warehouse: str = ".mailbridge/warehouse.duckdb"
+    # how long a command waits for the warehouse while another one writes it
+    warehouse_wait_seconds: float = Field(default=DEFAULT_WAIT_SECONDS, ge=0)
 
     # set by load_config, not by the file
     base_dir: Path = Field(default=Path("."), exclude=True)
