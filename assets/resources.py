@@ -6,13 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from dagster_dbt import DbtCliResource
 from dagster_dlt import DagsterDltResource
 
-from assets.project import DBT_PROJECT_DIR
+from assets.project import DBT_PROJECT_DIR, project_config
 from mailbridge.child import real_dbt
 
 
@@ -20,6 +22,33 @@ class WarehouseResource(ConfigurableResource):  # type: ignore[misc,type-arg]
     """The DuckDB warehouse file every asset writes to (one writer at a time)."""
 
     path: str
+
+    @contextmanager
+    def yield_for_execution(self, context: InitResourceContext) -> Iterator[WarehouseResource]:
+        """A run holds the warehouse lock from its start to its end (at once when `mailbridge
+        sync` holds it already), and releases runs whose process died holding it."""
+        from assets.runs import interrupt_requested, process_tags, release_abandoned_runs
+        from mailbridge.warehouse_lock import hold_warehouse
+
+        run = context.dagster_run
+        instance = context.instance
+        if run is not None and instance is not None:
+            instance.add_run_tags(run.run_id, process_tags())
+        notify = context.log.warning if context.log is not None else None
+        with hold_warehouse(
+            Path(self.path),
+            f"Dagster run of {run.job_name}" if run is not None else "Dagster",
+            run_id=run.run_id if run is not None else None,
+            timeout=project_config().warehouse_wait_seconds,
+            notify=notify,
+            stop_requested=interrupt_requested,
+        ) as hold:
+            if hold.outermost and instance is not None:
+                own = run.run_id if run is not None else None
+                for line in release_abandoned_runs(instance, own_run_id=own, previous=hold.previous):
+                    if notify is not None:
+                        notify(line)
+            yield self
 
 
 def dbt_executable() -> str:

@@ -9,6 +9,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from assets.project import DBT_PROJECT_DIR, WAREHOUSE_POOL
+from assets.resources import WarehouseResource
 
 MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 
@@ -52,6 +53,9 @@ class LayeredDbtTranslator(DagsterDbtTranslator):  # type: ignore[misc]
     dagster_dbt_translator=LayeredDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)),
     pool=WAREHOUSE_POOL,
 )
-def mailbridge_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
-    """`dbt build`: models and their tests, the run id passed through to the marts."""
+def mailbridge_dbt_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+) -> Iterator[Any]:
+    """`dbt build`: models and their tests, the run id passed through to the marts. The
+    warehouse resource is what holds the warehouse lock for the run."""
     yield from dbt.cli(["build", "--vars", json.dumps({"run_id": context.run_id})], context=context).stream()
