@@ -304,10 +304,14 @@ def read_warehouse(
     except OSError:
         yield warehouse  # a read-only folder: no one can write there either
         return
+    key = str(lock_path(warehouse))
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            shared = True
         except BlockingIOError:
+            shared = False
+        if not shared:
             snapshot = snapshot_path(warehouse)
             holder = _snapshot_holder(fd, timeout)
             if holder is not None and snapshot.is_file():
@@ -318,7 +322,12 @@ def read_warehouse(
                 yield snapshot
                 return
             _wait_for(fd, fcntl.LOCK_SH, warehouse, timeout, notify or _log_notice, None)
-        yield warehouse
+        # a write from inside the read would wait for this very process: refused instead
+        _HELD[key] = _Hold(fd, os.getpid(), exclusive=False)
+        try:
+            yield warehouse
+        finally:
+            del _HELD[key]
     finally:
         os.close(fd)
 

@@ -155,3 +155,15 @@ def test_the_snapshot_takes_what_a_killed_writer_committed(tmp_path: Path) -> No
     ):
         rows = db.execute("select result from marts.fct_list_reconciliation").fetchall()
     assert rows == [("conflict",)]
+
+
+def test_a_write_inside_a_read_of_the_same_process_is_refused_not_waited_for(tmp_path: Path) -> None:
+    from mailbridge.warehouse_lock import hold_warehouse, read_warehouse
+
+    warehouse = small_warehouse(tmp_path / "warehouse.duckdb")
+    with read_warehouse(warehouse, timeout=5) as readable:
+        assert readable == warehouse
+        with pytest.raises(RuntimeError, match="held for reading"), hold_warehouse(warehouse, "push", timeout=30):
+            pytest.fail("a write inside a read")
+    with hold_warehouse(warehouse, "push", timeout=0) as hold:
+        assert hold.outermost
