@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from dagster_dbt import DbtCliResource
 from dagster_dlt import DagsterDltResource
 
-from assets.project import DBT_PROJECT_DIR
+from assets.project import DBT_PROJECT_DIR, project_config
+from mailbridge.child import real_dbt
 
 
 class WarehouseResource(ConfigurableResource):  # type: ignore[misc,type-arg]
@@ -21,11 +23,39 @@ class WarehouseResource(ConfigurableResource):  # type: ignore[misc,type-arg]
 
     path: str
 
+    @contextmanager
+    def yield_for_execution(self, context: InitResourceContext) -> Iterator[WarehouseResource]:
+        """A run holds the warehouse lock from its start to its end (at once when `mailbridge
+        sync` holds it already), and releases runs whose process died holding it."""
+        from assets.runs import interrupt_requested, process_tags, release_abandoned_runs
+        from mailbridge.warehouse_lock import hold_warehouse
+
+        run = context.dagster_run
+        instance = context.instance
+        if run is not None and instance is not None:
+            instance.add_run_tags(run.run_id, process_tags())
+        notify = context.log.warning if context.log is not None else None
+        with hold_warehouse(
+            Path(self.path),
+            f"Dagster run of {run.job_name}" if run is not None else "Dagster",
+            run_id=run.run_id if run is not None else None,
+            timeout=project_config().warehouse_wait_seconds,
+            notify=notify,
+            stop_requested=interrupt_requested,
+        ) as hold:
+            if hold.outermost and instance is not None:
+                own = run.run_id if run is not None else None
+                for line in release_abandoned_runs(instance, own_run_id=own, previous=hold.previous):
+                    if notify is not None:
+                        notify(line)
+            yield self
+
 
 def dbt_executable() -> str:
-    """dbt beside this interpreter (the project's venv), else whatever is on PATH."""
-    beside = Path(sys.executable).parent / "dbt"
-    return str(beside) if beside.is_file() else (shutil.which("dbt") or "dbt")
+    """`mailbridge-dbt` beside this interpreter: dbt that dies with the process that started it
+    (mailbridge.child); plain dbt where the project is not installed with it."""
+    guarded = Path(sys.executable).parent / "mailbridge-dbt"
+    return str(guarded) if guarded.is_file() else real_dbt()
 
 
 def run_dbt_build(

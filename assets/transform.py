@@ -58,7 +58,8 @@ def mailbridge_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
 ) -> Iterator[Any]:
     """`dbt build`: models and their tests, the run id passed through to the marts. A failure
-    names each failed test or model, with the first rows a failed test found."""
+    names each failed test or model, with the first rows a failed test found. The warehouse
+    resource is what holds the warehouse lock for the run."""
     invocation = dbt.cli(
         ["build", "--vars", json.dumps({"run_id": context.run_id})], context=context, raise_on_error=False
     )

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec, TypeVar
 from urllib.parse import urlparse
 
 import typer
@@ -19,8 +22,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mailbridge.child import guarded
 from mailbridge.config import CONFIG_ENV, WAREHOUSE_ENV, ConfigError, MailbridgeConfig, load_config
+from mailbridge.stopping import Stopped, cleanup_on_force, raise_if_received, received, stop_on_signals
 from mailbridge.urls import masked_url
+from mailbridge.warehouse_lock import (
+    WarehouseBusy,
+    WarehouseInUse,
+    WriteHold,
+    hold_warehouse,
+    read_warehouse,
+    snapshot_path,
+)
 
 app = typer.Typer(
     help="mailbridge keeps a CRM and its email service providers in step, into a DuckDB warehouse.",
@@ -49,6 +62,16 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="Project config file (default: $MAILBRIDGE_CONFIG or ./mailbridge.yaml)."),
 ]
+WaitOption = Annotated[
+    float | None,
+    typer.Option(
+        "--wait",
+        min=0,
+        help="Seconds to wait while another command writes the warehouse (default: warehouse_wait_seconds, 1800).",
+    ),
+]
+# the warehouse stayed busy: try again later (sysexits EX_TEMPFAIL)
+EXIT_BUSY = 75
 
 
 class MailbridgeExit(Exception):
@@ -79,6 +102,64 @@ def _crm_url(config: MailbridgeConfig) -> str:
         return config.crm.connection_url(config.base_dir)
     except ConfigError as error:
         raise _config_failure(error) from None
+
+
+def _notice(message: str) -> None:
+    err.print(message, style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _unattended() -> Iterator[None]:
+    """A command's frame: SIGTERM and SIGINT stop it (exit 143, 130), whatever it is doing; a
+    warehouse that stays busy ends it with exit 75 (try again later)."""
+    try:
+        with stop_on_signals():
+            yield
+    except (Stopped, KeyboardInterrupt) as interrupted:
+        # dlt turns the signal into its own KeyboardInterrupt
+        stopped = interrupted if isinstance(interrupted, Stopped) else Stopped(received() or signal.SIGINT)
+        err.print(
+            f"[red]Stopped by {stopped.signal_name}[/red]: it left nothing that blocks the next run.", soft_wrap=True
+        )
+        raise typer.Exit(stopped.exit_code) from None
+    except WarehouseBusy as busy:
+        err.print(f"[red]The warehouse is busy:[/red] {escape(str(busy))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BUSY) from None
+    except WarehouseInUse as error:
+        err.print(f"[red]{escape(str(error))}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _stoppable(command: Callable[P, R]) -> Callable[P, R]:
+    """The command runs in `_unattended`."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _unattended():
+            return command(*args, **kwargs)
+
+    return run
+
+
+@contextmanager
+def _writing(
+    config: MailbridgeConfig, command: str, wait: float | None, run_id: str | None = None
+) -> Iterator[WriteHold]:
+    """Hold the warehouse for writing, saying on stderr whom it waits for, and for how long."""
+    timeout = config.warehouse_wait_seconds if wait is None else wait
+    with hold_warehouse(config.warehouse_path(), command, timeout=timeout, run_id=run_id, notify=_notice) as hold:
+        yield hold
+
+
+@contextmanager
+def _reading(config: MailbridgeConfig) -> Iterator[Path]:
+    """The file to read the warehouse from: itself, or while a command writes it, its snapshot."""
+    with read_warehouse(config.warehouse_path(), timeout=config.warehouse_wait_seconds, notify=_notice) as path:
+        yield path
 
 
 def _load(config_file: Path | None) -> MailbridgeConfig:
@@ -116,26 +197,48 @@ def dagster_home(config: MailbridgeConfig) -> Path:
     return home
 
 
-def run_sync_job(config: MailbridgeConfig, *, full_refresh: bool, push: bool = False, dry_run: bool = False) -> str:
+def run_sync_job(
+    config: MailbridgeConfig,
+    *,
+    full_refresh: bool,
+    push: bool = False,
+    dry_run: bool = False,
+    wait: float | None = None,
+) -> str:
     """Run a sync job through Dagster, recorded in the instance's history: full or incremental,
-    or sync_and_push (incremental sync → reconcile → push → incremental sync to verify)."""
+    or sync_and_push (incremental sync → reconcile → push → incremental sync to verify).
+    It holds the warehouse for the whole run, waiting at most `wait` seconds for it."""
     dagster_home(config)
+    job_name = "sync_and_push" if push else "full_sync" if full_refresh else "incremental_sync"
+    run_id = str(uuid.uuid4())
+    with _writing(config, f"mailbridge sync ({job_name})", wait, run_id=run_id) as hold:
+        return _run_sync_job_holding(config, job_name, run_id, hold, full_refresh=full_refresh, dry_run=dry_run)
+
+
+def _run_sync_job_holding(
+    config: MailbridgeConfig, job_name: str, run_id: str, hold: WriteHold, *, full_refresh: bool, dry_run: bool
+) -> str:
     from dagster import DagsterInstance, DagsterRunStatus
 
     from assets.definitions import defs
     from assets.ingest import SyncConfig
     from assets.jobs import sync_run_config
     from assets.pushback import PushConfig
+    from assets.runs import process_tags, release_abandoned_runs, stop_run
 
-    job_name = "sync_and_push" if push else "full_sync" if full_refresh else "incremental_sync"
-    push_config = PushConfig(dry_run=dry_run) if push else None
+    push_config = PushConfig(dry_run=dry_run) if job_name == "sync_and_push" else None
+    push = push_config is not None
     job = defs.resolve_job_def(job_name)
     instance = DagsterInstance.get()
+    # a run killed before this one left its run STARTED and its warehouse slot taken
+    for line in release_abandoned_runs(instance, own_run_id=run_id, previous=hold.previous):
+        _notice(line)
     log_dir = config.warehouse_path().parent / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"{job_name}-{time.strftime('%Y%m%dT%H%M%S')}.log"
     started = time.monotonic()
     with (
+        cleanup_on_force(lambda: stop_run(instance, run_id, "stopped by a signal before it finished")),
         console.status(
             f"[bold]Running {job_name}[/bold] "
             + ("(extract → dbt build → push → extract → dbt build)…" if push else "(extract → dbt build)…")
@@ -144,14 +247,25 @@ def run_sync_job(config: MailbridgeConfig, *, full_refresh: bool, push: bool = F
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),
     ):
-        result = job.execute_in_process(
-            instance=instance,
-            run_config=sync_run_config(SyncConfig(full_refresh=full_refresh), log_level="INFO", push=push_config),
-            raise_on_error=False,
-            tags={"mailbridge/started_by": "cli"},
-        )
+        try:
+            result = job.execute_in_process(
+                instance=instance,
+                run_config=sync_run_config(SyncConfig(full_refresh=full_refresh), log_level="INFO", push=push_config),
+                raise_on_error=False,
+                run_id=run_id,
+                tags={"mailbridge/started_by": "cli", **process_tags()},
+            )
+        except BaseException:
+            # a signal that got through (dlt raises its own KeyboardInterrupt): no run is left STARTED
+            with contextlib.suppress(Exception):
+                stop_run(instance, run_id, "stopped by a signal before it finished")
+            raise
     elapsed = time.monotonic() - started
     run = instance.get_run_by_id(result.run_id)
+    if run is not None and not run.is_finished:
+        stop_run(instance, run_id, "the run ended without a final status")
+    # Dagster took the signal and failed the run: stop here, not with a "failed" report
+    raise_if_received()
     if not result.success or run is None or run.status != DagsterRunStatus.SUCCESS:
         err.print(f"[red]{job_name} failed[/red] (run {result.run_id}, {elapsed:.1f}s):")
         for message in _failure_messages(result):
@@ -188,7 +302,7 @@ def reconciliation_counts(config: MailbridgeConfig) -> dict[str, dict[str, int]]
     warehouse = config.warehouse_path()
     if not warehouse.exists():
         raise MailbridgeExit(f"no warehouse at {warehouse}: run `mailbridge sync --full` first")
-    with duckdb.connect(str(warehouse), read_only=True) as connection:
+    with _reading(config) as readable, duckdb.connect(str(readable), read_only=True) as connection:
         rows = connection.execute(
             "select list_link_id, result, count(*) from marts.fct_list_reconciliation group by all order by all"
         ).fetchall()
@@ -271,8 +385,11 @@ def sandbox_process(scenario_dir: Path, port: int, timeout: float = 600) -> Iter
             f"port {port} is already in use: stop what runs there, or change the port of the accounts' "
             "base_url in the config file (the sandbox takes it from there)"
         )
+    # guarded: a killed demo must not leave the sandbox holding the port
     process = subprocess.Popen(
-        [sys.executable, "-m", "mailbridge.cli", "sandbox", "--scenario", str(scenario_dir), "--port", str(port)],
+        guarded(
+            [sys.executable, "-m", "mailbridge.cli", "sandbox", "--scenario", str(scenario_dir), "--port", str(port)]
+        ),
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -313,6 +430,7 @@ def _sandbox_port(config: MailbridgeConfig) -> int:
 
 
 @app.command()
+@_stoppable
 def demo(
     contacts: Annotated[int, typer.Option(help="CRM contacts in the generated demo world.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed of the generator.")] = 42,
@@ -321,6 +439,7 @@ def demo(
         bool,
         typer.Option("--push", help="Then run sync_and_push: push the ready actions, sync again, show what changed."),
     ] = False,
+    wait: WaitOption = None,
     config_file: ConfigOption = None,
 ) -> None:
     """Generate the demo world, start the sandbox ESPs, run a full sync through Dagster, print the results."""
@@ -357,18 +476,24 @@ def demo(
 
     # a demo starts from an empty warehouse and fresh extraction state
     warehouse = config.warehouse_path()
-    for stale in (warehouse, warehouse.with_suffix(".duckdb.wal"), warehouse.parent / "dlt"):
-        if stale.is_dir():
-            shutil.rmtree(stale)
-        elif stale.exists():
-            stale.unlink()
+    with _writing(config, "mailbridge demo (clearing the warehouse)", wait):
+        for stale in (
+            warehouse,
+            warehouse.with_suffix(".duckdb.wal"),
+            snapshot_path(warehouse),
+            warehouse.parent / "dlt",
+        ):
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale.exists():
+                stale.unlink()
 
     port = _sandbox_port(config)
     try:
         with sandbox_process(scenario_dir, port) as url:
             console.print(f"[green]✓[/green] sandbox ESPs at {_printable(url)}")
             sync_started = time.monotonic()
-            run_sync_job(config, full_refresh=True)
+            run_sync_job(config, full_refresh=True, wait=wait)
             sync_seconds = time.monotonic() - sync_started
             matches = print_summary(reconciliation_counts(config), scenario.expected)
             if matches:
@@ -378,7 +503,7 @@ def demo(
             push_seconds = None
             if push and matches:
                 push_started = time.monotonic()
-                run_sync_job(config, full_refresh=False, push=True)
+                run_sync_job(config, full_refresh=False, push=True, wait=wait)
                 push_seconds = time.monotonic() - push_started
                 console.print("After the push and the verifying sync:")
                 print_summary(reconciliation_counts(config))
@@ -402,7 +527,7 @@ def print_outbox(config: MailbridgeConfig) -> None:
     """The outbox by target, action and status: what the push wrote and what the sync confirmed."""
     import duckdb
 
-    with duckdb.connect(str(config.warehouse_path()), read_only=True) as db:
+    with _reading(config) as readable, duckdb.connect(str(readable), read_only=True) as db:
         rows = db.execute(
             "select split_part(target, ':', 1), action, status, count(*) from ops.pushback_outbox "
             "group by all order by 1, 2, 3"
@@ -416,6 +541,7 @@ def print_outbox(config: MailbridgeConfig) -> None:
 
 
 @app.command()
+@_stoppable
 def sync(
     full: Annotated[bool, typer.Option("--full", help="Re-read everything and replace the members.")] = False,
     incremental: Annotated[bool, typer.Option("--incremental", help="Read only what changed (default).")] = False,
@@ -423,6 +549,7 @@ def sync(
         bool, typer.Option("--push", help="Then push the queue and sync again to verify (the sync_and_push job).")
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="With --push: report what would be written.")] = False,
+    wait: WaitOption = None,
     config_file: ConfigOption = None,
 ) -> None:
     """Run a full or incremental sync through Dagster and print the results per list."""
@@ -438,7 +565,7 @@ def sync(
     config = _load(config_file)
     _check_environment(config)
     try:
-        run_sync_job(config, full_refresh=full, push=push, dry_run=dry_run)
+        run_sync_job(config, full_refresh=full, push=push, dry_run=dry_run, wait=wait)
         print_summary(reconciliation_counts(config))
         print_read_failures(config)
     except MailbridgeExit as failure:
@@ -448,6 +575,7 @@ def sync(
 
 
 @app.command()
+@_stoppable
 def status(config_file: ConfigOption = None) -> None:
     """Print the latest reconciliation: counts per list and result."""
     config = _load(config_file)
@@ -459,6 +587,7 @@ def status(config_file: ConfigOption = None) -> None:
 
 
 @app.command()
+@_stoppable
 def explain(
     address: Annotated[str, typer.Argument(help="The email address, spelt any way.")],
     config_file: ConfigOption = None,
@@ -471,17 +600,21 @@ def explain(
     if not warehouse.exists():
         err.print(f"[red]no warehouse at {_printable(warehouse)}: run `mailbridge sync --full` first[/red]")
         raise typer.Exit(1)
-    if not explain_address(warehouse, address, console):
+    with _reading(config) as readable:
+        found = explain_address(readable, address, console)
+    if not found:
         raise typer.Exit(1)
 
 
 @app.command()
+@_stoppable
 def decide(
     address: Annotated[str, typer.Argument(help="The email address.")],
     list_link: Annotated[str, typer.Option("--list", help="The list link id from mailbridge.yaml.")],
     action: Annotated[str, typer.Option("--action", help="transmit, start_doi, unsubscribe, set_status, ...")],
     by: Annotated[str, typer.Option(help="Who decides (kept with the decision).")] = os.environ.get("USER", "cli"),
     note: Annotated[str | None, typer.Option(help="Why.")] = None,
+    wait: WaitOption = None,
     config_file: ConfigOption = None,
 ) -> None:
     """Decide an action for one address on one list. It holds until executed or the state changes."""
@@ -489,7 +622,8 @@ def decide(
 
     config = _load(config_file)
     try:
-        decision = record_decision(config.warehouse_path(), address, list_link, action, by, note)
+        with _writing(config, "mailbridge decide", wait):
+            decision = record_decision(config.warehouse_path(), address, list_link, action, by, note)
     except DecisionError as error:
         err.print(f"[red]{_printable(error)}[/red]")
         raise typer.Exit(1) from None
@@ -502,6 +636,7 @@ def decide(
 
 
 @app.command()
+@_stoppable
 def push(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be written, to whom and why.")] = False,
     allow_permanent_delete: Annotated[
@@ -511,6 +646,7 @@ def push(
             help="Run decided `delete_permanent` actions: the ESP erases the member (irreversible).",
         ),
     ] = False,
+    wait: WaitOption = None,
     config_file: ConfigOption = None,
 ) -> None:
     """Write the ready actions of the push-back queue to the ESPs and the CRM; every attempt lands in
@@ -523,7 +659,10 @@ def push(
     run_id = f"push-{uuid.uuid4().hex[:12]}"
     account_failure: PushAccountFailed | None = None
     try:
-        with console.status("Pushing…" if not dry_run else "Planning…"):
+        with (
+            _writing(config, "mailbridge push" + (" --dry-run" if dry_run else ""), wait, run_id=run_id),
+            console.status("Pushing…" if not dry_run else "Planning…"),
+        ):
             report = push(config, run_id=run_id, dry_run=dry_run, allow_permanent_delete=allow_permanent_delete)
     except PushRefused as refused:
         err.print(f"[red]Push refused, nothing was written:[/red] {_printable(refused.verdict.explain())}")
@@ -567,12 +706,14 @@ def push(
 
 
 @app.command()
+@_stoppable
 def send(
     campaign: Annotated[str, typer.Argument(help="The ESP's campaign id.")],
     account: Annotated[str | None, typer.Option(help="The ESP account (needed when several are configured).")] = None,
     max_age: Annotated[
         int | None, typer.Option(help="Minutes since the list's reconciliation (default: gating.send_max_age_minutes).")
     ] = None,
+    wait: WaitOption = None,
     config_file: ConfigOption = None,
 ) -> None:
     """Send a campaign, but only if its list reconciled recently and no opt-out waits to be pushed."""
@@ -581,7 +722,8 @@ def send(
 
     config = _load(config_file)
     try:
-        result = send_campaign(config, campaign, account_name=account, max_age_minutes=max_age)
+        with _writing(config, f"mailbridge send {campaign}", wait):
+            result = send_campaign(config, campaign, account_name=account, max_age_minutes=max_age)
     except ConfigError as error:
         err.print(f"[red]{_printable(error)}[/red]")
         raise typer.Exit(1) from None
@@ -598,6 +740,7 @@ def send(
 
 
 @app.command()
+@_stoppable
 def export(
     out: Annotated[Path, typer.Option(help="CSV file to write.")] = Path("crm_changes.csv"),
     config_file: ConfigOption = None,
@@ -606,7 +749,8 @@ def export(
     from mailbridge.export import export_crm_changes
 
     config = _load(config_file)
-    count = export_crm_changes(config.warehouse_path(), out)
+    with _reading(config) as readable:
+        count = export_crm_changes(readable, out)
     console.print(f"[green]✓[/green] {count:,} CRM changes written to {_printable(out)}")
 
 
@@ -686,7 +830,7 @@ def ui(
     executable = Path(sys.executable).parent / "dagster"
     command = [str(executable) if executable.exists() else "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml")]
     console.print(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={_printable(os.environ['DAGSTER_HOME'])})")
-    raise typer.Exit(subprocess.call([*command, "-p", str(port)], cwd=REPO_ROOT))
+    raise typer.Exit(subprocess.call(guarded([*command, "-p", str(port)]), cwd=REPO_ROOT))
 
 
 @app.command()

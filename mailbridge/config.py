@@ -13,6 +13,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mailbridge.urls import masked_url, url_has_password, url_has_userinfo
+from mailbridge.warehouse_lock import DEFAULT_WAIT_SECONDS
 
 DEFAULT_CONFIG_FILE = "mailbridge.yaml"
 CONFIG_ENV = "MAILBRIDGE_CONFIG"
@@ -345,6 +346,8 @@ class MailbridgeConfig(_Strict):
     extraction: ExtractionSettings = ExtractionSettings()
     gating: GatingSettings = GatingSettings()
     warehouse: str = ".mailbridge/warehouse.duckdb"
+    # how long a command waits for the warehouse while another one writes it
+    warehouse_wait_seconds: float = Field(default=DEFAULT_WAIT_SECONDS, ge=0)
 
     # set by load_config, not by the file
     base_dir: Path = Field(default=Path("."), exclude=True)

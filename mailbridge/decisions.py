@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 
 from mailbridge.email_key import InvalidEmail, email_key
+from mailbridge.warehouse_lock import DEFAULT_WAIT_SECONDS, hold_warehouse
 from pipelines.crm.writer import CRM_ACTIONS
 
 # delete_permanent erases the member irreversibly: a push runs it only with --allow-permanent-delete
@@ -33,7 +34,14 @@ class Decision:
 
 
 def record_decision(
-    warehouse: Path, address: str, list_link_id: str, action: str, decided_by: str, note: str | None = None
+    warehouse: Path,
+    address: str,
+    list_link_id: str,
+    action: str,
+    decided_by: str,
+    note: str | None = None,
+    *,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
 ) -> Decision:
     """Record a decision on the address's current reconciliation state in the list link."""
     if action not in DECIDABLE_ACTIONS:
@@ -44,7 +52,11 @@ def record_decision(
         raise DecisionError(
             f"{address!r} is not a valid address ({error.reason}): nothing can be decided for it"
         ) from None
-    with duckdb.connect(str(warehouse)) as db:
+    # decided on the state the last sync left, not on one a running sync is rebuilding
+    with (
+        hold_warehouse(warehouse, f"decide {action} on {list_link_id}", timeout=wait_seconds),
+        duckdb.connect(str(warehouse)) as db,
+    ):
         row = db.execute(
             "select state_fingerprint, result, esp_status, crm_status, rule from marts.fct_list_reconciliation "
             "where list_link_id = ? and email_key = ?",

@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 
 from mailbridge.config import MailbridgeConfig
+from mailbridge.warehouse_lock import hold_warehouse
 from pipelines.crm.writer import CrmAction, CrmWriter
 from pipelines.gate import Verdict, push_gate
 from pipelines.http import EspApiError
@@ -252,6 +253,33 @@ def blocklist_predicate(db: duckdb.DuckDBPyConnection) -> Callable[[str], bool]:
 
 
 def push(
+    config: MailbridgeConfig,
+    *,
+    run_id: str,
+    dry_run: bool = False,
+    allow_permanent_delete: bool = False,
+    writer_factory: Callable[..., EspWriter] | None = None,
+    crm_writer: CrmWriter | None = None,
+) -> PushReport:
+    """`_push` holding the warehouse: a push never reads a queue that a sync is rebuilding, and
+    never writes the outbox beside another writer (a dry run may rebuild the queue too)."""
+    with hold_warehouse(
+        config.warehouse_path(),
+        f"push {run_id}" + (" (dry run)" if dry_run else ""),
+        timeout=config.warehouse_wait_seconds,
+        run_id=run_id,
+    ):
+        return _push(
+            config,
+            run_id=run_id,
+            dry_run=dry_run,
+            allow_permanent_delete=allow_permanent_delete,
+            writer_factory=writer_factory,
+            crm_writer=crm_writer,
+        )
+
+
+def _push(
     config: MailbridgeConfig,
     *,
     run_id: str,

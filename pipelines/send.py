@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import duckdb
 
 from mailbridge.config import ConfigError, EspAccount, MailbridgeConfig
+from mailbridge.warehouse_lock import hold_warehouse
 from pipelines.gate import send_gate
 from pipelines.registry import connector
 from pipelines.writers import CampaignSender
@@ -59,7 +60,11 @@ def send_campaign(
     list_id = sender.campaign_list_id(campaign_id)
     links = [link for link in config.links_of_account(account.name) if link.esp_list_id == list_id]
     limit = max_age_minutes or config.gating.send_max_age_minutes
-    with duckdb.connect(str(config.warehouse_path())) as db:
+    # the gate reads what the last sync left, never a reconciliation a running sync rebuilds
+    with (
+        hold_warehouse(config.warehouse_path(), f"send {campaign_id}", timeout=config.warehouse_wait_seconds),
+        duckdb.connect(str(config.warehouse_path())) as db,
+    ):
         if links:
             reasons = send_gate(db, links[0].id, limit, now).reasons
         else:
