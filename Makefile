@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint pytest bench ui sandbox simulate clean
+.PHONY: install demo test lint pytest samples bench ui sandbox simulate chaos clean
 
 $(STAMP): pyproject.toml uv.lock
 	$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -26,8 +26,13 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# the default suite; the simulation's and the chaos suite's fixed samples run in `samples`
 pytest: install
-	$(BIN)/pytest -n 2 --dist loadfile $(ARGS)
+	$(BIN)/pytest -n 2 --dist loadfile -m "not simulation and not chaos" $(ARGS)
+
+# CI's fixed samples of the slow suites (seeded simulation, chaos schedules)
+samples: install
+	$(BIN)/pytest -n 2 --dist loadfile -m "simulation or chaos" $(ARGS)
 
 bench: install
 	$(BIN)/python -m bench.run $(ARGS)
