@@ -54,7 +54,8 @@ reconciliation as (
 ),
 
 -- the contacts each CRM list's reconciliation speaks of: the contact of a row, the one whose
--- status is its consent, and every contact with the row's address (duplicates included)
+-- status is its consent, and every contact with the row's address or its former one
+-- (duplicates included)
 reconciled_memberships as (
 
     select crm_list_id, crm_contact_id from reconciliation where crm_contact_id is not null
@@ -64,6 +65,12 @@ reconciled_memberships as (
     select reconciliation.crm_list_id, contacts.crm_contact_id
     from reconciliation
     inner join contacts on reconciliation.email_key = contacts.email_key
+    union
+    -- an address changed at the ESP is one row under the ESP's new key: the CRM's contacts
+    -- still hold the former one (a duplicate among them too)
+    select reconciliation.crm_list_id, contacts.crm_contact_id
+    from reconciliation
+    inner join contacts on reconciliation.former_email_key = contacts.email_key
 
 ),
 
