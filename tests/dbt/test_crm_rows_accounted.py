@@ -3,6 +3,7 @@ the event log with a reason. Bad rows never leave a state that fails the next bu
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -161,12 +162,15 @@ def test_an_event_log_left_with_shared_ids_is_repaired_by_the_next_build(
     ]
 
 
-def test_a_crm_row_lost_on_the_way_fails_the_count_check(
+def test_a_crm_row_lost_on_the_way_is_warned_of_by_the_count_check(
     tmp_path: Path, serve_mailchimp: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = extract_world(tmp_path, serve_mailchimp, monkeypatch)
     with duckdb.connect(str(config.warehouse_path())) as db:
         db.execute("delete from raw_crm.assignments where contact_id = '4'")
     built = build(tmp_path, config)
-    assert built.returncode != 0
-    assert "every_crm_row_is_accounted_for" in built.stdout + built.stderr
+    # warned of, but the build passes: a failed one would hold back every push, opt-outs too
+    assert built.returncode == 0, built.stdout + built.stderr
+    results = json.loads((tmp_path / "target" / "run_results.json").read_text())["results"]
+    warned = [r["unique_id"] for r in results if r["status"] == "warn"]
+    assert [name for name in warned if "every_crm_row_is_accounted_for" in name], warned
