@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint pytest bench ui sandbox simulate clean
+.PHONY: install demo test lint pytest bench chaos ui sandbox simulate clean
 
 $(STAMP): pyproject.toml uv.lock
 	$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -31,6 +31,9 @@ pytest: install
 
 bench: install
 	$(BIN)/python -m bench.run $(ARGS)
+
+chaos: install
+	$(BIN)/python -m tests.chaos $(ARGS)
 
 ui: install
 	$(BIN)/mailbridge ui
