@@ -37,6 +37,9 @@ samples: install
 bench: install
 	$(BIN)/python -m bench.run $(ARGS)
 
+chaos: install
+	$(BIN)/python -m tests.chaos $(ARGS)
+
 ui: install
 	$(BIN)/mailbridge ui
 
