@@ -260,7 +260,9 @@ deduplicated as (
         max(case when precedence in (1, 2) and crm_target_status is null then queue_status end)
             over (partition by reconciliation_id) as request_status,
         max(case when precedence in (1, 2) and crm_target_status is null then {{ pushback_target('action') }} end)
-            over (partition by reconciliation_id) as request_target
+            over (partition by reconciliation_id) as request_target,
+        max(case when precedence in (1, 2) and crm_target_status is null then action end)
+            over (partition by reconciliation_id) as request_action
 
     from checked
 
@@ -310,8 +312,12 @@ final as (
 
     from deduplicated
     where action_rank = 1
-        -- a request replaces the policy's action on its own side only
-        and (precedence <> 5 or request_status = 'refused' or request_target <> {{ pushback_target('action') }})
+        -- a request replaces the policy's action on its own side only; a field update changes
+        -- no status, so it joins the policy's action (replaced, that would come back next push)
+        and (
+            precedence <> 5 or request_status = 'refused' or request_target <> {{ pushback_target('action') }}
+            or request_action = 'update_fields'
+        )
 
 )
 
