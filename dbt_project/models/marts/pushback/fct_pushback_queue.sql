@@ -162,10 +162,15 @@ requested as (
 
     -- a person's request brings both sides to it in one push: an unsubscribe sets the CRM
     -- assignment to unsubscribed (or makes one, for a contact on no list: the ESP member comes
-    -- back unsubscribed), a DOI for an opted-out contact to pending
+    -- back unsubscribed), a DOI for an opted-out contact to pending. An ESP member the CRM has
+    -- no contact for gets the contact now, with that status, not one sync later
     select
         reconciliation_id,
-        case when crm_status is null then 'create_assignment' else 'set_status' end as action,
+        case
+            when crm_contact_id is null then 'create_contact'
+            when crm_status is null then 'create_assignment'
+            else 'set_status'
+        end as action,
         action_source, decision_id, decided_by, decided_at,
         decision_note, decided_on_fingerprint,
         case action when 'unsubscribe' then 'unsubscribed' else 'pending' end as crm_target_status,
@@ -173,10 +178,11 @@ requested as (
         case action_source when 'manual' then 1 else 2 end as precedence
     from chosen
     where action_source in ('manual', 'crm_task')
-        and crm_contact_id is not null
+        -- (a task word always has its contact; a decision may be on an ESP member alone)
+        and (crm_contact_id is not null or (action_source = 'manual' and email_key is not null and esp_status is not null))
         and (
             (action = 'unsubscribe' and (crm_status is null or crm_status in ('subscribed', 'bounced_soft', 'pending')))
-            or (action = 'start_doi' and crm_status in ('unsubscribed', 'bounced_hard', 'bounced'))
+            or (action = 'start_doi' and (crm_contact_id is null or crm_status in ('unsubscribed', 'bounced_hard', 'bounced')))
         )
 
 ),
@@ -254,7 +260,9 @@ deduplicated as (
         max(case when precedence in (1, 2) and crm_target_status is null then queue_status end)
             over (partition by reconciliation_id) as request_status,
         max(case when precedence in (1, 2) and crm_target_status is null then {{ pushback_target('action') }} end)
-            over (partition by reconciliation_id) as request_target
+            over (partition by reconciliation_id) as request_target,
+        max(case when precedence in (1, 2) and crm_target_status is null then action end)
+            over (partition by reconciliation_id) as request_action
 
     from checked
 
@@ -304,8 +312,12 @@ final as (
 
     from deduplicated
     where action_rank = 1
-        -- a request replaces the policy's action on its own side only
-        and (precedence <> 5 or request_status = 'refused' or request_target <> {{ pushback_target('action') }})
+        -- a request replaces the policy's action on its own side only; a field update changes
+        -- no status, so it joins the policy's action (replaced, that would come back next push)
+        and (
+            precedence <> 5 or request_status = 'refused' or request_target <> {{ pushback_target('action') }}
+            or request_action = 'update_fields'
+        )
 
 )
 
