@@ -30,9 +30,10 @@ lint: install
 pytest: install
 	$(BIN)/pytest -n 2 --dist loadfile -m "not simulation and not chaos" $(ARGS)
 
-# CI's fixed samples of the slow suites (seeded simulation, chaos schedules)
+# the fixed samples of the slow suites (seeded simulation, chaos schedules); SAMPLES picks
+SAMPLES ?= simulation or chaos
 samples: install
-	$(BIN)/pytest -n 2 --dist loadfile -m "simulation or chaos" $(ARGS)
+	$(BIN)/pytest -n 2 --dist loadfile -m "$(SAMPLES)" $(ARGS)
 
 bench: install
 	$(BIN)/python -m bench.run $(ARGS)
