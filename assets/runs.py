@@ -20,7 +20,13 @@ from mailbridge.warehouse_lock import Holder, process_is_alive, process_start_ti
 PID_TAG = "mailbridge/pid"
 HOST_TAG = "mailbridge/host"
 PROCESS_STARTED_TAG = "mailbridge/process_started"
-UNFINISHED = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+# NOT_STARTED too: a sync killed between creating its run and starting it leaves it so
+UNFINISHED = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
 def process_tags() -> dict[str, str]:

@@ -11,11 +11,11 @@ from pathlib import Path
 import dagster as dg
 
 
-def _run_record(instance: dg.DagsterInstance, tags: dict[str, str]) -> str:
+def _run_record(
+    instance: dg.DagsterInstance, tags: dict[str, str], status: dg.DagsterRunStatus = dg.DagsterRunStatus.STARTED
+) -> str:
     run_id = str(uuid.uuid4())
-    instance.add_run(
-        dg.DagsterRun(job_name="incremental_sync", run_id=run_id, status=dg.DagsterRunStatus.STARTED, tags=tags)
-    )
+    instance.add_run(dg.DagsterRun(job_name="incremental_sync", run_id=run_id, status=status, tags=tags))
     return run_id
 
 
@@ -64,3 +64,28 @@ def test_the_run_that_held_the_warehouse_when_its_process_died_is_failed(tmp_pat
         assert len(lines) == 1 and orphan in lines[0] and "999999" in lines[0]
         assert instance.get_run_by_id(orphan).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
         assert instance.get_run_by_id(other).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
+
+
+def test_a_run_whose_process_died_before_it_started_is_failed_too(tmp_path: Path) -> None:
+    """A sync killed between creating its run and starting it leaves the run NOT_STARTED: it
+    would show as waiting for ever."""
+    from assets.runs import HOST_TAG, PID_TAG, process_tags, release_abandoned_runs
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        dead = _run_record(
+            instance, {PID_TAG: str(gone.pid), HOST_TAG: socket.gethostname()}, dg.DagsterRunStatus.NOT_STARTED
+        )
+        starting = _run_record(instance, process_tags(), dg.DagsterRunStatus.NOT_STARTED)
+        queued_by_the_ui = _run_record(instance, {}, dg.DagsterRunStatus.NOT_STARTED)
+
+        lines = release_abandoned_runs(instance, own_run_id=None, previous=None)
+
+        assert len(lines) == 1 and dead in lines[0]
+        statuses = {run: instance.get_run_by_id(run).status for run in (dead, starting, queued_by_the_ui)}  # type: ignore[union-attr]
+        assert statuses == {
+            dead: dg.DagsterRunStatus.FAILURE,
+            starting: dg.DagsterRunStatus.NOT_STARTED,
+            queued_by_the_ui: dg.DagsterRunStatus.NOT_STARTED,
+        }

@@ -16,6 +16,8 @@ FAULT_SCHEDULES = 20
 KILLS = 2  # seed 0 kills a sync, seed 1 a push
 
 
+# two real syncs killed and recovered, the canary's commands: minutes on a busy machine
+@pytest.mark.timeout(1800)
 def test_the_fixed_sample_breaks_nothing(tmp_path: Path) -> None:
     figures = run_schedules(FAULT_SCHEDULES, seed=0, kills=KILLS, corpus=False, workdir=tmp_path)
     assert figures["breaks"] == []
