@@ -10,7 +10,7 @@ import pytest
 from sandbox.faults import FAILURE_KINDS
 from tests.chaos.schedules import run_schedules
 
-pytestmark = pytest.mark.chaos  # in `make samples` (and CI), not in the default suite
+pytestmark = pytest.mark.chaos  # in `make samples` and `make chaos`, not in the default suite or CI
 
 FAULT_SCHEDULES = 20
 KILLS = 2  # seed 0 kills a sync, seed 1 a push
