@@ -12,7 +12,7 @@ import duckdb
 from dagster_dbt import DbtCliResource
 
 from assets.project import WAREHOUSE_POOL, project_config
-from assets.resources import WarehouseResource
+from assets.resources import DBT_BUILD, WarehouseResource, dbt_run_id
 from assets.transform import ensure_manifest
 from mailbridge.config import MailbridgeConfig
 from pipelines.gate import push_gate
@@ -137,9 +137,8 @@ def pushback_verification(
     project = _project(warehouse)
     verify_run = f"{context.run_id}-verify"
     run_extractions(project, full_refresh=False, run_id=verify_run)
-    dbt.cli(
-        ["build", "--vars", json.dumps({"run_id": verify_run})], manifest=ensure_manifest(), raise_on_error=True
-    ).wait()
+    with dbt_run_id(verify_run):
+        dbt.cli([*DBT_BUILD], manifest=ensure_manifest(), raise_on_error=True).wait()
     with duckdb.connect(str(project.warehouse_path())) as db:
         confirmed = confirm_previous_attempts(db)
         rows = db.execute(

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 
 from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from dagster_dbt import DbtCliResource
 from dagster_dlt import DagsterDltResource
+from packaging import version
 
 from assets.project import DBT_PROJECT_DIR, project_config
 from mailbridge.child import real_dbt
@@ -58,6 +59,27 @@ def dbt_executable() -> str:
     return str(guarded) if guarded.is_file() else real_dbt()
 
 
+# A production build: models and data tests. The rules' unit tests read no warehouse and do not
+# change from run to run: the test suite runs them (`run_dbt_build(unit_tests=True)`).
+DBT_BUILD = ("build", "--exclude-resource-type", "unit_test")
+RUN_ID_ENV = "MAILBRIDGE_RUN_ID"
+
+
+@contextmanager
+def dbt_run_id(run_id: str) -> Iterator[None]:
+    """dbt started inside reads `run_id` (the macro run_id()) from MAILBRIDGE_RUN_ID: a `--vars`
+    that changes every run would make dbt parse the whole project again each time."""
+    before = os.environ.get(RUN_ID_ENV)
+    os.environ[RUN_ID_ENV] = run_id
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(RUN_ID_ENV, None)
+        else:
+            os.environ[RUN_ID_ENV] = before
+
+
 def run_dbt_build(
     warehouse: Path,
     target_path: Path,
@@ -81,20 +103,32 @@ def run_dbt_build(
         str(DBT_PROJECT_DIR),
         "--target-path",
         str(target_path),
-        "--vars",
-        json.dumps({"run_id": run_id}),
         *selection,
         "--quiet",
     ]
     return subprocess.run(
-        command, env={**os.environ, "MAILBRIDGE_WAREHOUSE": str(warehouse)}, capture_output=True, text=True
+        command,
+        env={**os.environ, "MAILBRIDGE_WAREHOUSE": str(warehouse), RUN_ID_ENV: run_id},
+        capture_output=True,
+        text=True,
     )
+
+
+class MailbridgeDbtCliResource(DbtCliResource):
+    """dagster-dbt's resource, without the `dbt --version` process it starts on every run: the
+    dbt it runs is the dbt-core installed beside it (mailbridge-dbt is a guard around it)."""
+
+    @cached_property
+    def _cli_version(self) -> version.Version:
+        from dbt.version import __version__
+
+        return version.parse(__version__)
 
 
 def build_resources() -> dict[str, object]:
     return {
         "dlt": DagsterDltResource(),
-        "dbt": DbtCliResource(
+        "dbt": MailbridgeDbtCliResource(
             project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable()
         ),
         "warehouse": WarehouseResource(path=EnvVar("MAILBRIDGE_WAREHOUSE")),

@@ -1,6 +1,5 @@
 """dbt assets: staging, intermediate and marts; dbt tests surface as asset checks."""
 
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ import duckdb
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from assets.project import DBT_PROJECT_DIR, WAREHOUSE_POOL
-from assets.resources import WarehouseResource
+from assets.resources import DBT_BUILD, WarehouseResource, dbt_run_id
 
 MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 
@@ -60,9 +59,8 @@ def mailbridge_dbt_models(
     """`dbt build`: models and their tests, the run id passed through to the marts. A failure
     names each failed test or model, with the first rows a failed test found. The warehouse
     resource is what holds the warehouse lock for the run."""
-    invocation = dbt.cli(
-        ["build", "--vars", json.dumps({"run_id": context.run_id})], context=context, raise_on_error=False
-    )
+    with dbt_run_id(context.run_id):
+        invocation = dbt.cli([*DBT_BUILD], context=context, raise_on_error=False)
     yield from invocation.stream()
     error = invocation.get_error()
     if error is None:

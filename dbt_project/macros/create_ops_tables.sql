@@ -64,7 +64,7 @@
         {%- endfor -%}
         insert into ops.dbt_runs values (
             '{{ invocation_id }}',
-            '{{ var("run_id") | replace("'", "''") }}',
+            {{ run_id() }},
             {{ dbt.current_timestamp() }},
             {{ results | length }},
             {{ failed | length }},

@@ -779,6 +779,15 @@ def _warehouse_hits(warehouse: Path, outcome: Outcome) -> int:
 # -- the run ------------------------------------------------------------------------------
 
 
+def prepare_environment(environ: Any) -> None:
+    """What every schedule runs with: quiet dlt, no telemetry, the sandbox key of the account,
+    no warehouse but each project's own."""
+    environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")
+    environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    environ[KEY_ENV] = "sandbox0brandmain00000000000000-us1"
+    environ.pop("MAILBRIDGE_WAREHOUSE", None)
+
+
 def run_schedules(
     schedules: int,
     seed: int = 0,
@@ -792,10 +801,7 @@ def run_schedules(
     """Run the schedules and return the figures (also printed through `echo`)."""
     kills = max(1, schedules // 50) if kills is None else kills
     root = workdir or Path(tempfile.mkdtemp(prefix="mailbridge-chaos-"))
-    os.environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")
-    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
-    os.environ[KEY_ENV] = "sandbox0brandmain00000000000000-us1"
-    os.environ.pop("MAILBRIDGE_WAREHOUSE", None)
+    prepare_environment(os.environ)
     outcomes: list[Outcome] = []
     started = time.monotonic()
     for index in range(schedules):

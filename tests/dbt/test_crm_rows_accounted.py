@@ -126,6 +126,19 @@ def test_bad_crm_rows_are_each_an_event_and_every_row_read_is_accounted_for(
     for entity, rows_read in read.items():
         assert sum(rows for name, _, rows in accounted if name == entity) == rows_read, entity
 
+    with duckdb.connect(str(config.warehouse_path()), read_only=True) as db:
+        esp = db.execute(
+            "select esp_list_id, outcome, sum(row_count), max(rows_read) from marts.fct_esp_row_accounting "
+            "where run_id = ? group by all order by all",
+            [RUN_ID],
+        ).fetchall()
+        members = dict(db.execute("select list_id, count(*) from raw_mailchimp.members group by all").fetchall())
+    # every member read is a reconciliation row, and each list's count adds up
+    assert {outcome for _, outcome, _, _ in esp} == {"reconciled"}
+    assert {list_id: (rows, read) for list_id, _, rows, read in esp} == {
+        list_id: (count, count) for list_id, count in members.items()
+    }
+
 
 def test_an_event_log_left_with_shared_ids_is_repaired_by_the_next_build(
     tmp_path: Path, serve_mailchimp: Any, monkeypatch: pytest.MonkeyPatch
@@ -174,3 +187,19 @@ def test_a_crm_row_lost_on_the_way_is_warned_of_by_the_count_check(
     results = json.loads((tmp_path / "target" / "run_results.json").read_text())["results"]
     warned = [r["unique_id"] for r in results if r["status"] == "warn"]
     assert [name for name in warned if "every_crm_row_is_accounted_for" in name], warned
+
+
+def test_an_esp_member_lost_on_the_way_is_warned_of_by_the_count_check(
+    tmp_path: Path, serve_mailchimp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = extract_world(tmp_path, serve_mailchimp, monkeypatch)
+    with duckdb.connect(str(config.warehouse_path())) as db:
+        db.execute("delete from raw_mailchimp.members where id = (select min(id) from raw_mailchimp.members)")
+    built = build(tmp_path, config)
+    assert built.returncode == 0, built.stdout + built.stderr
+    results = json.loads((tmp_path / "target" / "run_results.json").read_text())["results"]
+    warned = [r["unique_id"] for r in results if r["status"] == "warn"]
+    assert [name for name in warned if "every_esp_row_is_accounted_for" in name], warned
+    with duckdb.connect(str(config.warehouse_path()), read_only=True) as db:
+        lost = db.execute("select sum(row_count) from marts.fct_esp_row_accounting where outcome = 'lost'")
+        assert lost.fetchone()[0] == 1

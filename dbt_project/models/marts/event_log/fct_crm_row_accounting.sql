@@ -94,7 +94,7 @@ unknown_contact_events as (
     from {{ ref('fct_sync_event_log') }} as events
     inner join {{ ref('stg_mailbridge__list_links') }} as links on events.list_link_id = links.list_link_id
     where events.code = 'crm_assignment_unknown_contact'
-        and events.run_id = '{{ var("run_id") }}'
+        and events.run_id = {{ run_id() }}
 
 ),
 

@@ -95,7 +95,7 @@ note_events as (
 run as (
 
     select
-        cast('{{ var("run_id") }}' as {{ dbt.type_string() }}) as run_id,
+        cast({{ run_id() }} as {{ dbt.type_string() }}) as run_id,
         {{ dbt.current_timestamp() }} as reconciled_at
 
 ),

@@ -65,6 +65,25 @@ doi_started as (
 
 ),
 
+-- an opt-out at the ESP of an address a CRM contact has since left: when another contact (a
+-- duplicate) still holds the address, the change is not an address change at the ESP, and the
+-- contact's new address would be new to the ESP. The person opted out there; a status time
+-- that cannot order the opt-out before the contact's subscribe lets the opt-out win
+former_address_optouts as (
+
+    select
+        esp_side.list_link_id,
+        history.crm_contact_id,
+        max(esp_side.status_changed_at) as opted_out_at
+
+    from {{ ref('int_crm__address_history') }} as history
+    inner join {{ ref('int_reconciliation__esp_side') }} as esp_side
+        on history.former_email_key = esp_side.email_key
+    where esp_side.status = 'unsubscribed'
+    group by esp_side.list_link_id, history.crm_contact_id
+
+),
+
 field_differences as (
 
     select
@@ -117,6 +136,9 @@ compared as (
             end + cast(policy.doi_grace_period_days as integer) * interval '1 day',
             false
         ) as within_doi_grace,
+        former_address_optouts.crm_contact_id is not null
+            and coalesce(former_address_optouts.opted_out_at >= pairs.crm_status_changed_at, true)
+            as is_opted_out_at_former_address,
         policy.transmit_new_members,
         policy.email_change_is_consent
 
@@ -138,6 +160,10 @@ compared as (
     left join field_differences
         on pairs.list_link_id = field_differences.list_link_id
         and pairs.email_key = field_differences.email_key
+    left join former_address_optouts
+        on pairs.list_link_id = former_address_optouts.list_link_id
+        and pairs.crm_contact_id = former_address_optouts.crm_contact_id
+        and not pairs.in_esp
 
 ),
 
@@ -195,6 +221,7 @@ decided as (
             when in_esp and coalesce(is_former_address, false) and not esp_subscribed then 'former_address_retired'
             when in_esp and is_known_contact then 'esp_member_crm_contact'
             when in_esp then 'esp_member_unknown_to_crm'
+            when crm_subscribed and is_opted_out_at_former_address then 'former_address_opted_out_at_esp'
             when crm_subscribed then 'crm_subscribed_unknown_to_esp'
             when crm_status = 'pending' then 'crm_pending_unknown_to_esp'
             else 'crm_not_subscribed_unknown_to_esp'
@@ -247,7 +274,8 @@ final as (
             when rule = 'blocklisted' then 'blocked'
             when rule in ('email_changed_in_crm', 'email_changed_at_esp', 'former_address_still_subscribed')
                 then 'email_changed'
-            when rule in ('esp_optout_newer', 'esp_subscribe_newer', 'esp_confirmed_crm_pending', 'esp_status_newer')
+            when rule in ('esp_optout_newer', 'esp_subscribe_newer', 'esp_confirmed_crm_pending', 'esp_status_newer',
+                          'former_address_opted_out_at_esp')
                 then 'esp_newer'
             when rule in ('both_agree', 'doi_pending_within_grace', 'archived_at_esp_only', 'former_address_retired',
                           'crm_not_subscribed_unknown_to_esp') then 'in_sync'
@@ -282,6 +310,7 @@ final as (
             when rule in ('esp_optout_newer', 'esp_subscribe_newer', 'esp_confirmed_crm_pending', 'esp_status_newer')
                 then esp_status
             when rule = 'crm_optout_newer' then crm_status
+            when rule = 'former_address_opted_out_at_esp' then 'unsubscribed'
             when rule = 'crm_subscribe_newer' then 'pending'
             when rule in ('doi_pending_within_grace', 'doi_pending_past_grace') then 'pending'
             when in_crm and in_esp then crm_status
@@ -305,6 +334,7 @@ final as (
             when rule = 'email_changed_at_esp' then 'update_crm_email'
             when rule = status_rule and status_rule_action is not null then status_rule_action
             when rule = 'former_address_still_subscribed' then 'unsubscribe'
+            when rule = 'former_address_opted_out_at_esp' then 'set_status'
             when rule = 'fields_differ_crm_wins' then 'update_fields'
             when rule = 'fields_differ_esp_wins' then 'update_crm_fields'
             when rule in ('doi_pending_past_grace', 'fields_differ') then 'await_decision'
@@ -332,7 +362,7 @@ final as (
         crm_task,
 
         ---------- run
-        cast('{{ var("run_id") }}' as {{ dbt.type_string() }}) as run_id,
+        cast({{ run_id() }} as {{ dbt.type_string() }}) as run_id,
         {{ dbt.current_timestamp() }} as reconciled_at
 
     from status_actions
