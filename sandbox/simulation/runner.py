@@ -76,6 +76,8 @@ def run_world(
             if key not in seen:
                 seen.add(key)
                 breaks[item.lane].append(item)
+                if progress is not None:  # seen now: a long run's breaks need not wait for its end
+                    progress(f"  BREAK seed {item.seed}: {item.line(f's{item.seed}')}")
 
     def pushed(step: int, what: str, kill: str | None = None, burst: str | None = None) -> str:
         world.set_faults(burst)
