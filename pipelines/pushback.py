@@ -552,11 +552,12 @@ def _account_refused(db: duckdb.DuckDBPyConnection, attempts: dict[str, str], me
     _record(db, [(attempt_id, outcome) for attempt_id in attempts.values()])
 
 
-# a task word is answered when its action was sent, or when the compliance rules refused it
-# (recorded as rejected, `refused`): either way the word is cleared
+# a task word is answered when its action was sent, or was rejected for good: refused by the
+# compliance rules (`refused`) or by the side it writes (`not_writable`, an ESP's 400). Either
+# way the word is cleared; kept, it would run unasked once the state that stopped it changed
 def task_answered(alias: str = "") -> str:
     """The outbox rows that answer their task word, as SQL."""
-    return f"({alias}status in ('sent', 'confirmed') or ({alias}status = 'rejected' and {alias}error_code = 'refused'))"
+    return f"{alias}status in ('sent', 'confirmed', 'rejected')"
 
 
 EXECUTED_TASKS = f"""

@@ -11,6 +11,7 @@ import duckdb
 import httpx
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from mailbridge.config import MailbridgeConfig, load_config
 from mailbridge.decisions import record_decision
@@ -196,6 +197,43 @@ def test_push_and_its_dry_run_act_on_a_decision_made_after_the_sync(world: World
     pushed = push(world.config, run_id="push-decided")
     assert pushed.counts[(LINK, "transmit", "manual")] == {"sent": 1}
     assert world.member("nurcrm@beispiel.de").status == "subscribed"
+
+
+def test_a_task_word_the_crm_writer_rejects_is_answered_not_run_in_the_next_push(world: World) -> None:
+    """A task word asks the CRM to take the ESP's status for a contact the ESP does not have yet,
+    which the policy transmits. The writer rejects the word for good (no member to take a status
+    from); kept in the CRM, the word ran in the next push, once the transmit had made the member,
+    and a no-change rerun wrote to the CRM."""
+    config_file = world.config.base_dir / "mailbridge.yaml"
+    raw = yaml.safe_load(config_file.read_text("utf-8"))
+    raw["policy"]["transmit_new_members"] = True
+    config_file.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), "utf-8")
+    world.config = load_config(config_file)
+    engine = sa.create_engine(world.crm_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("update verteiler_zuordnungen set aufgabe = 'status_uebernehmen' where kontakt_id = 11")
+        )
+    engine.dispose()
+    world.sync()
+    assert world.queue("nurcrm@beispiel.de") == {"transmit": ("policy", "ready"), "set_status": ("crm_task", "ready")}
+    push(world.config, run_id="push-1")
+    assert world.member("nurcrm@beispiel.de").status == "subscribed"
+    (rejected,) = world.rows(
+        "select status, error_code, crm_task, task_cleared_at from ops.pushback_outbox "
+        "where email_key = 'nurcrm@beispiel.de' and action = 'set_status'"
+    )
+    assert (rejected["status"], rejected["error_code"], rejected["crm_task"]) == (
+        "rejected",
+        "not_writable",
+        "status_uebernehmen",
+    )
+    assert rejected["task_cleared_at"] is not None
+    assert world.assignment(11)["aufgabe"] is None
+    world.sync()
+    assert world.queue("nurcrm@beispiel.de") == {}
+    again = push(world.config, run_id="push-2")
+    assert not [key for key in again.counts if key[1] == "set_status"], again.counts
 
 
 def test_refused_credentials_stop_the_account_and_keep_its_actions_ready(

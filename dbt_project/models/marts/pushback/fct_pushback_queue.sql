@@ -43,15 +43,15 @@ task_values as (
 
 ),
 
--- a task word whose action was sent, or that the compliance rules refused, is done, even
--- while its word is still in the CRM (a push killed before it cleared it): it is not run
--- again, the next push clears it
+-- a task word whose action was sent, or was rejected for good (refused by the compliance
+-- rules, or refused by the side it writes), is done, even while its word is still in the CRM
+-- (a push killed before it cleared it): it is not run again, the next push clears it
 executed_tasks as (
 
     select distinct list_link_id, email_key, crm_task
     from {{ source('ops', 'pushback_outbox') }}
     where crm_task is not null and task_cleared_at is null
-        and (status in ('sent', 'confirmed') or (status = 'rejected' and error_code = 'refused'))
+        and status in ('sent', 'confirmed', 'rejected')
 
 ),
 
