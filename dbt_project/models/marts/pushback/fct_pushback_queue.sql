@@ -18,16 +18,25 @@ executed as (
 
 ),
 
--- a decision holds until it is executed: then the action made from it is in the outbox
-decisions as (
+-- the latest decision for an address replaces every earlier one, for good; it holds until it
+-- is executed (the action made from it is in the outbox). Ranked before the executed ones are
+-- left out: an earlier decision must not come back once the latest has run
+ranked_decisions as (
 
     select
         *,
         row_number() over (partition by list_link_id, email_key order by decided_at desc, decision_id) as recency
 
     from {{ source('ops', 'decisions') }}
-    where {{ dbt.hash("concat_ws('|', list_link_id, email_key, action, state_fingerprint)") }}
-        not in (select action_id from executed)
+
+),
+
+decisions as (
+
+    select * from ranked_decisions
+    where recency = 1
+        and {{ dbt.hash("concat_ws('|', list_link_id, email_key, action, state_fingerprint)") }}
+            not in (select action_id from executed)
 
 ),
 
