@@ -280,8 +280,10 @@ deduplicated as (
 final as (
 
     select
-        -- an ESP member with an invalid address has neither key nor contact: its member id
-        {{ dbt.hash("concat_ws('|', list_link_id, coalesce(email_key, crm_contact_id, concat('member:', esp_member_id)), action, state_fingerprint)") }}
+        -- an ESP member with an invalid address has neither key nor contact: its member id. A
+        -- status the CRM is to take from a person's request is part of the action: a set_status
+        -- that takes the ESP's status, done on the same state, is another action
+        {{ dbt.hash("concat_ws('|', list_link_id, coalesce(email_key, crm_contact_id, concat('member:', esp_member_id)), action, state_fingerprint, crm_target_status)") }}
             as action_id,
         list_link_id,
         esp_account,
