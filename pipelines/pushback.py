@@ -54,7 +54,8 @@ READY_ESP_ACTIONS = f"""
         queue.action_id, queue.list_link_id, queue.esp_account, queue.esp_list_id, queue.email_key,
         queue.email_address, queue.former_email_key, queue.action, queue.action_source, queue.rule,
         queue.crm_contact_id, queue.crm_list_id, reconciliation.crm_task,
-        contacts.first_name, contacts.last_name, members.email_address as esp_email_address
+        contacts.first_name, contacts.last_name, members.email_address as esp_email_address,
+        former_members.email_address as esp_former_email_address
     from marts.fct_pushback_queue as queue
     left join staging.stg_crm__contacts as contacts on queue.crm_contact_id = contacts.crm_contact_id
     left join marts.fct_list_reconciliation as reconciliation
@@ -62,6 +63,9 @@ READY_ESP_ACTIONS = f"""
     left join intermediate.int_esp__memberships as members
         on queue.esp_account = members.esp_account and queue.esp_list_id = members.esp_list_id
         and queue.email_key = members.email_key
+    left join intermediate.int_esp__memberships as former_members
+        on queue.esp_account = former_members.esp_account and queue.esp_list_id = former_members.esp_list_id
+        and queue.former_email_key = former_members.email_key
     where queue.queue_status = 'ready' and queue.target = 'esp'
         and queue.action_id not in (select action_id from ops.pushback_outbox where status in ({DONE_STATUSES}))
     order by queue.esp_account, queue.esp_list_id, queue.action, queue.email_key
@@ -122,6 +126,8 @@ class QueuedAction:
     last_name: str | None
     # the ESP member's own address at this key (an address changed at the ESP: the new one)
     esp_email_address: str | None = None
+    # the ESP member's own address at the former key (an address changed in the CRM)
+    esp_former_email_address: str | None = None
 
     @property
     def sample(self) -> str:
@@ -131,18 +137,19 @@ class QueuedAction:
         fields = {k: v for k, v in (("FNAME", self.first_name), ("LNAME", self.last_name)) if v}
         out = []
         for esp_action, address_field in EXPANSIONS[self.action]:
-            # a write goes to the ESP member: an address changed in the CRM is still at the
-            # former address there (only a transmit or DOI makes the new one), one changed at
-            # the ESP at the ESP's new address
-            at_former = address_field == "former_email_key" or (
-                esp_action not in ("transmit", "start_doi")
-                and self.rule == "email_changed_in_crm"
-                and bool(self.former_email_key)
-            )
-            if at_former:
+            # a write goes to the ESP member: one changed at the ESP is at the ESP's new address
+            # (this key); one changed in the CRM is still at the former address there, whatever
+            # the rule (a blocklist carried to the new address too): only a transmit or DOI
+            # makes the new one
+            makes_member = esp_action in ("transmit", "start_doi")
+            if address_field == "former_email_key":
                 address = self.former_email_key
-            elif address_field == "email_address" and self.esp_email_address and esp_action != "transmit":
+            elif self.esp_email_address and esp_action != "transmit":
                 address = self.esp_email_address
+            elif not makes_member and self.esp_former_email_address:
+                address = self.esp_former_email_address
+            elif not makes_member and self.rule == "email_changed_in_crm" and self.former_email_key:
+                address = self.former_email_key
             else:
                 address = self.email_address
             out.append(

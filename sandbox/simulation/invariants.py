@@ -156,10 +156,16 @@ def check_cycle(world: World, lane: Lane, step: int, *, complete: bool, outbox: 
 
 
 def check_rerun(world: World, lane: Lane, step: int, rerun: list[dict[str, Any]], esp_writes: list[Any]) -> list[Break]:
-    """Invariant 4: a push right after a completed sync → push → sync, with nothing new, writes nothing."""
+    """Invariant 4: a push right after a completed sync → push → sync, with nothing new, writes nothing.
+    An address the ESP was made to refuse in that push (esp_refuse_address) is the exception: what
+    could not be written there, the rerun is the first push that can."""
     breaks = []
+    refused_before = False
     for row in rerun:
         if row["list_link_id"] != lane.link_id:
+            continue
+        if str(row["email_key"] or "").lower() in lane.last_push_poison:
+            refused_before = True
             continue
         token = lane.token_of(row["email_key"] or "") or str(row["email_key"])
         breaks.append(
@@ -172,7 +178,7 @@ def check_rerun(world: World, lane: Lane, step: int, rerun: list[dict[str, Any]]
                 f"a no-change rerun pushed {row['action']} ({row['target']}, {row['status']})",
             )
         )
-    if not breaks:
+    if not breaks and not refused_before:
         mine = [e for e in esp_writes if f"/lists/{lane.esp_list}" in e.path]
         if mine:
             breaks.append(

@@ -79,7 +79,7 @@ def run_world(
                 if progress is not None:  # seen now: a long run's breaks need not wait for its end
                     progress(f"  BREAK seed {item.seed}: {item.line(f's{item.seed}')}")
 
-    def pushed(step: int, what: str, kill: str | None = None, burst: str | None = None) -> str:
+    def pushed(step: int, what: str, kill: str | None = None, burst: str | None = None, rerun: bool = False) -> str:
         world.set_faults(burst)
         before = {lane.index: snapshot(world, lane) for lane in lanes}
         world.emulator.log.clear()
@@ -88,6 +88,8 @@ def run_world(
         for lane in lanes:
             report(check_push(world, lane, before[lane.index], snapshot(world, lane), step, what))
             lane.reference.push_ran()
+            if not rerun:  # the rerun is checked against what the push before it could not write
+                lane.last_push_poison = {address.lower() for address in lane.poison}
             lane.poison.clear()
         return run_id
 
@@ -132,7 +134,7 @@ def run_world(
                     for lane in lanes:
                         report(check_cycle(world, lane, step, complete=burst is None, outbox=outbox))
                     if burst is None:
-                        rerun = pushed(step, "no-change rerun push")
+                        rerun = pushed(step, "no-change rerun push", rerun=True)
                         rerun_rows = world.outbox(rerun)
                         esp_writes = world.esp_write_requests()
                         for lane in lanes:

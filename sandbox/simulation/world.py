@@ -61,6 +61,8 @@ class Lane:
     tokens: list[str] = field(default_factory=list)
     poison: set[str] = field(default_factory=set)  # addresses the ESP refuses in the next push
     ever_poisoned: set[str] = field(default_factory=set)  # tokens: a refused write is no mailbridge fault
+    # addresses the ESP refused in the latest push: what it could not write there, a rerun may
+    last_push_poison: set[str] = field(default_factory=set)
 
     @property
     def link_id(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +241,11 @@ def test_writes_for_an_address_changed_in_the_crm_go_to_the_esp_member_at_the_fo
     assert addresses("unsubscribe") == [("unsubscribe", "anna@alt.de")]
     assert addresses("delete") == [("delete", "anna@alt.de")]
     assert addresses("change_address_doi") == [("unsubscribe", "anna@alt.de"), ("start_doi", "anna@neu.de")]
+
+    # a blocklisted former address goes with the person (rule blocklisted, not email_changed_in_crm):
+    # the unsubscribe still goes to the member at the former address, as the ESP spells it
+    blocked = dataclasses.replace(queued("unsubscribe"), rule="blocklisted", esp_former_email_address="Anna@Alt.de")
+    assert [(write.action, write.email_address) for write in blocked.writes()] == [("unsubscribe", "Anna@Alt.de")]
 
 
 def test_a_write_to_a_list_whose_verifying_read_broke_off_is_not_confirmed(tmp_path: Path) -> None:

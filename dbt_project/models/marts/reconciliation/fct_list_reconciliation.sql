@@ -42,6 +42,19 @@ blocked_domains as (
 
 ),
 
+-- a blocklisted address is the person's objection: it goes with the contact to a new address
+-- (the contact held the address when it was blocked, or the block has no date). A blocked
+-- domain stays the domain's
+blocked_contacts as (
+
+    select distinct history.crm_contact_id
+    from {{ ref('int_crm__address_history') }} as history
+    inner join {{ ref('stg_crm__blocklist') }} as blocklist
+        on history.former_email_key = blocklist.email_key
+    where blocklist.blocked_at is null or history.changed_at is null or blocklist.blocked_at <= history.changed_at
+
+),
+
 -- the CRM contact behind an ESP member that is not on the CRM list: the member gets its
 -- assignment there (the duplicate rule picks one when several contacts share the address)
 known_contacts as (
@@ -111,7 +124,9 @@ compared as (
         links.esp_account,
         links.esp_list_id,
         coalesce(extractions.is_completed, false) as is_extraction_complete,
-        blocked_keys.email_key is not null or blocked_domains.blocked_domain is not null as is_blocked,
+        blocked_keys.email_key is not null or blocked_domains.blocked_domain is not null
+            or blocked_former_keys.email_key is not null or blocked_contacts.crm_contact_id is not null
+            as is_blocked,
         known_contacts.email_key is not null as is_known_contact,
         known_contacts.crm_contact_id as known_contact_id,
         coalesce(pairs.duplicate_note, known_contacts.duplicate_note) as contact_note,
@@ -139,6 +154,7 @@ compared as (
         former_address_optouts.crm_contact_id is not null
             and coalesce(former_address_optouts.opted_out_at >= pairs.crm_status_changed_at, true)
             as is_opted_out_at_former_address,
+        former_address_optouts.opted_out_at as former_address_opted_out_at,
         policy.transmit_new_members,
         policy.email_change_is_consent
 
@@ -149,6 +165,9 @@ compared as (
         on links.esp_account = extractions.esp_account
         and links.esp_list_id = extractions.esp_list_id
     left join blocked_keys on pairs.email_key = blocked_keys.email_key
+    -- an address changed on either side whose former one is blocked
+    left join blocked_keys as blocked_former_keys on pairs.former_email_key = blocked_former_keys.email_key
+    left join blocked_contacts on pairs.crm_contact_id = blocked_contacts.crm_contact_id
     left join blocked_domains
         on {{ dbt.split_part('pairs.email_key', "'@'", 2) }} = blocked_domains.blocked_domain
     left join known_contacts
@@ -296,9 +315,17 @@ final as (
         crm_status,
         crm_status_changed_at,
         crm_status_set_by,
-        esp_status,
-        esp_status_changed_at,
-        esp_status_time_precision,
+        -- the ESP's word on a contact it knows only at a former address: that member's opt-out
+        -- (the CRM takes it, dated by it)
+        case when rule = 'former_address_opted_out_at_esp' then 'unsubscribed' else esp_status end as esp_status,
+        case
+            when rule = 'former_address_opted_out_at_esp' then former_address_opted_out_at
+            else esp_status_changed_at
+        end as esp_status_changed_at,
+        case
+            when rule = 'former_address_opted_out_at_esp' then 'upper_bound'
+            else esp_status_time_precision
+        end as esp_status_time_precision,
         case
             when rule in ('extraction_incomplete', 'invalid_address') then null
             when rule = 'blocklisted' then 'unsubscribed'
