@@ -42,6 +42,10 @@ RULES: dict[str, str] = {
     "former_address_still_subscribed": (
         "A CRM contact used this address before it changed, and the ESP still mails it: unsubscribe it."
     ),
+    "former_address_opted_out_at_esp": (
+        "The CRM contact's former address opted out at the ESP after the contact's subscribe (another "
+        "contact still holds it): the opt-out reaches the contact, the new address is not transmitted."
+    ),
     "esp_member_crm_contact": "The ESP has the member; the CRM knows the contact but not in this list.",
     "esp_member_unknown_to_crm": "The ESP has the member; no CRM contact has this address.",
     "crm_subscribed_unknown_to_esp": "The CRM has a subscribed assignment the ESP does not know.",
