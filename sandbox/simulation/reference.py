@@ -9,8 +9,10 @@ rules or SQL. Its two claims:
   is later than every opt-out by at least ORDERABLE_GAP on the clock (evidence both sides
   can order), and nothing but profile edits happened to the address since; an address a
   CRM user asked to remove (a delete task) is not claimed.
-An address change carries the consent history to the new address; the former address is
-not claimed to stay subscribed (unsubscribing it is what an address change asks for).
+An address change carries the consent history to the new address, and a consent event of the
+former address after the change counts for the new one too (the same person: a CRM opt-out of
+the address the CRM still holds after the ESP moved the member); the former address is not
+claimed to stay subscribed (unsubscribing it is what an address change asks for).
 """
 
 from __future__ import annotations
@@ -37,13 +39,23 @@ class ReferenceModel:
     last_touch: dict[str, tuple[int, str]] = field(default_factory=dict)  # token → latest event of any kind
     pending_unsubscribes: dict[str, tuple[int, datetime]] = field(default_factory=dict)
     moved_away: set[str] = field(default_factory=set)  # former addresses: unsubscribing them is the rule
+    moved_to: dict[str, str] = field(default_factory=dict)  # former address → the address it changed to
     # addresses a CRM user asked to remove from the list (a delete task): a standing instruction
     # the CRM keeps no time for, so no later confirmation can be ordered against it
     removals: set[str] = field(default_factory=set)
 
     def record(self, seq: int, at: datetime, token: str, kind: str, source: str, *, doi: bool = False) -> None:
-        self.consent.setdefault(token, []).append(ConsentEvent(seq, at, kind, source, doi))
-        self.touch(seq, token, source, status_change=True)
+        """A consent event of the address, and of every address the person moved on to from it: a
+        CRM opt-out of the address the CRM still holds after the ESP moved the member is theirs."""
+        for alias in self._moved_on(token):
+            self.consent.setdefault(alias, []).append(ConsentEvent(seq, at, kind, source, doi))
+            self.touch(seq, alias, source, status_change=True)
+
+    def _moved_on(self, token: str) -> list[str]:
+        chain = [token]
+        while chain[-1] in self.moved_to and self.moved_to[chain[-1]] not in chain:
+            chain.append(self.moved_to[chain[-1]])
+        return chain
 
     def touch(self, seq: int, token: str, source: str, *, status_change: bool = False) -> None:
         """Any event on the address; a later one keeps the model from claiming a kept subscribe."""
@@ -61,6 +73,7 @@ class ReferenceModel:
         if old in self.blocked:
             self.blocked.setdefault(new, seq)
         self.moved_away.add(old)
+        self.moved_to[old] = new
         self.touch(seq, old, source)
         self.touch(seq, new, source)
 

@@ -76,6 +76,19 @@ def test_an_address_change_carries_the_opt_out_and_a_blocklist_entry_is_forever(
     assert model.must_not_be_subscribed("a1")
 
 
+def test_an_opt_out_of_the_former_address_after_a_move_counts_for_the_new_one() -> None:
+    # the ESP moved the member and the person confirmed a DOI there; then the CRM, which still
+    # holds the former address, took their opt-out by phone: it is the same person's
+    model = ReferenceModel()
+    model.record(1, T0, "a8x1", "subscribe", "crm:staff")
+    model.carry(2, T0, "a8x1", "a8x3", "esp:address_change")
+    model.record(3, T0 + timedelta(seconds=30), "a8x3", "subscribe", "esp:doi_confirmed", doi=True)
+    assert model.must_stay_subscribed("a8x3")
+    model.record(4, T0 + timedelta(seconds=31), "a8x1", "optout", "crm:phone")
+    assert model.must_not_be_subscribed("a8x3")
+    assert model.must_stay_subscribed("a8x3") is None
+
+
 def test_a_manual_unsubscribe_counts_only_once_a_push_ran_on_its_state() -> None:
     model = ReferenceModel()
     model.record(1, T0, "a0", "subscribe", "crm:staff")
