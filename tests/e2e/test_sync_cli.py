@@ -269,20 +269,22 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def varchar_cells_containing(warehouse: Path, needle: str) -> list[str]:
-    """Every warehouse column (schema.table.column) with a text value that contains `needle`."""
-    found = []
+def text_columns_containing(warehouse: Path, needle: str) -> dict[str, int]:
+    """Every warehouse column (schema.table.column) that holds `needle` in some row (text, JSON,
+    structs and lists, as text), with the number of such rows."""
+    found: dict[str, int] = {}
     with duckdb.connect(str(warehouse), read_only=True) as db:
         columns = db.execute(
             "select table_schema, table_name, column_name from information_schema.columns "
-            "where data_type = 'VARCHAR' or data_type like '%JSON%'"
+            "where data_type = 'VARCHAR' or data_type like '%JSON%' or data_type like 'STRUCT%' "
+            "or data_type like '%[]'"
         ).fetchall()
         for schema, table, column in columns:
             hits = db.execute(
                 f'select count(*) from "{schema}"."{table}" where cast("{column}" as varchar) like ?', [f"%{needle}%"]
             ).fetchone()
             if hits and hits[0]:
-                found.append(f"{schema}.{table}.{column}")
+                found[f"{schema}.{table}.{column}"] = hits[0]
     return found
 
 
@@ -316,7 +318,7 @@ def test_demo_never_shows_or_stores_the_crm_password(tmp_path: Path, crm_url: st
     # Rich folds a long URL over lines
     assert "demo CRM written (postgresql+psycopg://postgres:***@127.0.0.1:5432/test" in output.replace("\n", "")
     assert password not in output.replace("\n", "")
-    assert varchar_cells_containing(tmp_path / "mb" / "warehouse.duckdb", password) == []
+    assert text_columns_containing(tmp_path / "mb" / "warehouse.duckdb", password) == {}
     written = [
         str(path)
         for path in tmp_path.rglob("*")
