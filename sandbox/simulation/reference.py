@@ -59,7 +59,6 @@ class ReferenceModel:
 
     def touch(self, seq: int, token: str, source: str, *, status_change: bool = False) -> None:
         """Any event on the address; a later one keeps the model from claiming a kept subscribe."""
-        self.pending_unsubscribes.pop(token, None)
         if status_change or not source.startswith("esp:profile_edit"):
             self.last_touch[token] = (seq, source)
 
@@ -88,9 +87,15 @@ class ReferenceModel:
         self.touch(seq, token, source)
 
     def decided_unsubscribe(self, seq: int, at: datetime, token: str) -> None:
-        """A manual unsubscribe counts once the next push runs on the state it was made on."""
+        """A manual unsubscribe counts once the next push runs, whatever changed in between: an
+        opt-out is carried out on the state of the push."""
         self.touch(seq, token, "decide:unsubscribe")
         self.pending_unsubscribes[token] = (seq, at)
+
+    def decided(self, seq: int, token: str, action: str) -> None:
+        """Another decision for the address replaces a manual unsubscribe not yet pushed."""
+        self.pending_unsubscribes.pop(token, None)
+        self.touch(seq, token, f"decide:{action}")
 
     def push_ran(self) -> None:
         for token, (seq, at) in self.pending_unsubscribes.items():

@@ -640,7 +640,7 @@ class World:
         if action == "unsubscribe":
             lane.reference.decided_unsubscribe(seq, utc_now(), token)
         else:
-            lane.reference.touch(seq, token, f"decide:{action}")
+            lane.reference.decided(seq, token, action)
         return True
 
     # -- mailbridge, shared steps -----------------------------------------------------

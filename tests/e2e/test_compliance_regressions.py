@@ -305,3 +305,29 @@ def test_a_refused_task_word_is_answered_and_cleared_not_run_once_the_state_chan
     again = push(world.config, run_id="push-2")
     assert not [key for key in again.counts if key[1] == "start_doi"]
     assert world.member("profil@beispiel.de").status == "unsubscribed"
+
+
+def test_a_manual_unsubscribe_runs_on_a_state_that_changed_since_it_was_decided(world: World) -> None:
+    """A person asked to be unsubscribed; before the next sync their name changed at the ESP.
+    Any other decision made on the former state goes stale: this one ran on no state at all, and
+    the opt-out was lost. An opt-out is carried out on today's state, once."""
+    record_decision(world.warehouse, "beide@beispiel.de", LINK, "unsubscribe", "lena", note="asked by phone")
+    key = world.scenario.account("brand_main").api_key
+    answer = httpx.patch(
+        f"{world.emulator.base_url}/lists/nl0001/members/{subscriber_hash('beide@beispiel.de')}",
+        json={"merge_fields": {"FNAME": "Beatrix"}},
+        auth=("mailbridge", key),
+    )
+    assert answer.status_code == 200, answer.text
+    world.sync()
+    assert world.queue("beide@beispiel.de") == {
+        "unsubscribe": ("manual", "ready"),
+        "set_status": ("manual", "ready"),
+    }
+    push(world.config, run_id="push-unsubscribe")
+    assert world.member("beide@beispiel.de").status == "unsubscribed"
+    assert world.assignment(10)["status"] == "abgemeldet"
+    world.sync()
+    assert world.queue("beide@beispiel.de") == {}
+    again = push(world.config, run_id="push-again")
+    assert not [key for key in again.counts if key[2] == "manual"]

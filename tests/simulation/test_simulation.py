@@ -89,16 +89,23 @@ def test_an_opt_out_of_the_former_address_after_a_move_counts_for_the_new_one() 
     assert model.must_stay_subscribed("a8x3") is None
 
 
-def test_a_manual_unsubscribe_counts_only_once_a_push_ran_on_its_state() -> None:
+def test_a_manual_unsubscribe_counts_once_a_push_ran_whatever_changed_since() -> None:
     model = ReferenceModel()
     model.record(1, T0, "a0", "subscribe", "crm:staff")
     model.decided_unsubscribe(2, T0, "a0")
-    model.touch(3, "a0", "esp:profile_edit")  # the state changed: the decision is stale
-    model.push_ran()
     assert model.must_not_be_subscribed("a0") is None
-    model.decided_unsubscribe(4, T0, "a0")
+    model.touch(3, "a0", "esp:profile_edit")  # the state changed: the unsubscribe still runs
     model.push_ran()
     assert model.must_not_be_subscribed("a0")
+
+
+def test_a_later_decision_replaces_a_manual_unsubscribe_not_yet_pushed() -> None:
+    model = ReferenceModel()
+    model.record(1, T0, "a0", "subscribe", "crm:staff")
+    model.decided_unsubscribe(2, T0, "a0")
+    model.decided(3, "a0", "start_doi")
+    model.push_ran()
+    assert model.must_not_be_subscribed("a0") is None
 
 
 def test_shrinking_finds_the_events_a_break_needs() -> None:

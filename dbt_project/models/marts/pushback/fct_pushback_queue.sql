@@ -2,7 +2,8 @@
 -- comes from (a manual decision, the CRM's task column, or the policy) and whether it may
 -- run. A decision or task word replaces the policy's action, except a compliance action,
 -- which it can only join. A manual decision made on another state than today's is stale:
--- it stays in the queue, reported, and is not executed.
+-- it stays in the queue, reported, and is not executed. A manual unsubscribe never goes stale:
+-- an opt-out is carried out on today's state, whatever changed since it was decided.
 with
 
 reconciliation as (
@@ -13,7 +14,7 @@ reconciliation as (
 
 executed as (
 
-    select action_id from {{ source('ops', 'pushback_outbox') }}
+    select action_id, list_link_id, email_key, action, attempted_at from {{ source('ops', 'pushback_outbox') }}
     where status in ('sent', 'confirmed')
 
 ),
@@ -37,6 +38,18 @@ decisions as (
     where recency = 1
         and {{ dbt.hash("concat_ws('|', list_link_id, email_key, action, state_fingerprint)") }}
             not in (select action_id from executed)
+        -- an unsubscribe runs on the state of its push, not the one it was decided on: it is done
+        -- once an unsubscribe of the address was sent after it was decided
+        and not (
+            action = 'unsubscribe'
+            and exists (
+                select 1 from executed
+                where executed.list_link_id = ranked_decisions.list_link_id
+                    and executed.email_key = ranked_decisions.email_key
+                    and executed.action = 'unsubscribe'
+                    and executed.attempted_at >= ranked_decisions.decided_at
+            )
+        )
 
 ),
 
@@ -171,7 +184,8 @@ requested as (
 
     -- a person's request brings both sides to it in one push: an unsubscribe sets the CRM
     -- assignment to unsubscribed (or makes one, for a contact on no list: the ESP member comes
-    -- back unsubscribed), a DOI for an opted-out contact to pending. An ESP member the CRM has
+    -- back unsubscribed), a DOI for an opted-out contact to pending (or makes the assignment,
+    -- pending, for a contact on no list). An ESP member the CRM has
     -- no contact for gets the contact now, with that status, not one sync later
     select
         reconciliation_id,
@@ -191,7 +205,7 @@ requested as (
         and (crm_contact_id is not null or (action_source = 'manual' and email_key is not null and esp_status is not null))
         and (
             (action = 'unsubscribe' and (crm_status is null or crm_status in ('subscribed', 'bounced_soft', 'pending')))
-            or (action = 'start_doi' and (crm_contact_id is null or crm_status in ('unsubscribed', 'bounced_hard', 'bounced')))
+            or (action = 'start_doi' and (crm_status is null or crm_status in ('unsubscribed', 'bounced_hard', 'bounced')))
         )
 
 ),
@@ -238,6 +252,7 @@ checked as (
         refused.refusal_reason,
         case
             when requested.action_source = 'manual' and requested.decided_on_fingerprint <> reconciliation.state_fingerprint
+                and coalesce(requested.parent_action, requested.action) <> 'unsubscribe'
                 then 'stale'
             when reconciliation.result = 'aborted' then 'held'
             when refused.refusal_reason is not null then 'refused'
