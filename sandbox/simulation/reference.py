@@ -9,10 +9,11 @@ rules or SQL. Its two claims:
   is later than every opt-out by at least ORDERABLE_GAP on the clock (evidence both sides
   can order), and nothing but profile edits happened to the address since; an address a
   CRM user asked to remove (a delete task) is not claimed.
-An address change carries the consent history to the new address, and a consent event of the
+An address change carries the consent history to the new address, and an opt-out of the
 former address after the change counts for the new one too (the same person: a CRM opt-out of
-the address the CRM still holds after the ESP moved the member); the former address is not
-claimed to stay subscribed (unsubscribing it is what an address change asks for).
+the address the CRM still holds after the ESP moved the member); a subscribe of the former
+address does not (another contact may still hold it). The former address is not claimed to
+stay subscribed (unsubscribing it is what an address change asks for).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class ConsentEvent:
     kind: str  # optout | subscribe
     source: str
     doi: bool = False
+    origin: str = ""  # the former address an opt-out was made at, for one counted at the new address
 
 
 @dataclass
@@ -45,10 +47,14 @@ class ReferenceModel:
     removals: set[str] = field(default_factory=set)
 
     def record(self, seq: int, at: datetime, token: str, kind: str, source: str, *, doi: bool = False) -> None:
-        """A consent event of the address, and of every address the person moved on to from it: a
-        CRM opt-out of the address the CRM still holds after the ESP moved the member is theirs."""
+        """A consent event of the address. An opt-out also speaks for every address the person
+        moved on to from it (a CRM opt-out of the address the CRM still holds after the ESP moved
+        the member is theirs); a subscribe speaks only for its own address (another contact may
+        still hold the former one), and keeps the model from claiming the others."""
         for alias in self._moved_on(token):
-            self.consent.setdefault(alias, []).append(ConsentEvent(seq, at, kind, source, doi))
+            if kind == "optout" or alias == token:
+                origin = "" if alias == token else token
+                self.consent.setdefault(alias, []).append(ConsentEvent(seq, at, kind, source, doi, origin))
             self.touch(seq, alias, source, status_change=True)
 
     def _moved_on(self, token: str) -> list[str]:
@@ -77,9 +83,14 @@ class ReferenceModel:
         self.touch(seq, new, source)
 
     def contact_deleted(self, seq: int, at: datetime, token: str, *, last_one: bool) -> None:
-        """Deleting the last CRM contact of an address deletes the CRM's evidence of its consent."""
+        """Deleting the last CRM contact of an address deletes the CRM's evidence of its consent,
+        also where it counted for an address the person moved on to."""
         if last_one:
             self.consent[token] = [e for e in self.consent.get(token, []) if not e.source.startswith("crm:")]
+            for alias in self._moved_on(token)[1:]:
+                self.consent[alias] = [
+                    e for e in self.consent.get(alias, []) if not (e.source.startswith("crm:") and e.origin == token)
+                ]
         self.touch(seq, token, "crm:delete_contact")
 
     def removal_requested(self, seq: int, token: str, source: str) -> None:

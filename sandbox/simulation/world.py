@@ -589,6 +589,10 @@ class World:
         return dict(response.json()) if response.status_code == 200 else None
 
     def _esp_unsubscribe(self, lane: Lane, seq: int, token: str) -> bool:
+        # a person unsubscribes through mail they get: an opted-out member gets none, and a
+        # second unsubscribe is no new evidence at the ESP (nor in the true history)
+        if self._esp_status(lane, token) not in ("subscribed", "pending"):
+            return False
         member = self._patch(lane, token, {"status": "unsubscribed"})
         if member is None:
             return False
@@ -596,8 +600,8 @@ class World:
         return True
 
     def _esp_hard_bounce(self, lane: Lane, seq: int, token: str) -> bool:
-        if self._esp_status(lane, token) in (None, "archived"):
-            return False
+        if self._esp_status(lane, token) not in ("subscribed", "pending"):
+            return False  # only mail that is sent bounces: a DOI mail or a campaign
         member = self._patch(lane, token, {"status": "cleaned"})
         if member is None:
             return False

@@ -89,6 +89,27 @@ def test_an_opt_out_of_the_former_address_after_a_move_counts_for_the_new_one() 
     assert model.must_stay_subscribed("a8x3") is None
 
 
+def test_a_confirmation_of_the_former_address_does_not_speak_for_the_new_one() -> None:
+    # a duplicate contact still holds the former address: its DOI there is not the mover's
+    model = ReferenceModel()
+    model.record(1, T0, "a5", "subscribe", "crm:staff")
+    model.carry(2, T0, "a5", "a5x1", "crm:email_change")
+    model.record(3, T0 + timedelta(seconds=30), "a5", "subscribe", "esp:doi_confirmed", doi=True)
+    assert model.must_stay_subscribed("a5x1") is None
+
+
+def test_deleting_the_last_contact_of_the_former_address_deletes_its_opt_out_at_the_new_one() -> None:
+    # the ESP moved the member; the CRM contact still holding the former address opted out by
+    # phone and was deleted before any sync saw it: no system holds that opt-out any more
+    model = ReferenceModel()
+    model.record(1, T0, "a4", "subscribe", "crm:staff")
+    model.carry(2, T0, "a4", "a4x2", "esp:address_change")
+    model.record(3, T0, "a4", "optout", "crm:phone")
+    assert model.must_not_be_subscribed("a4x2")
+    model.contact_deleted(4, T0, "a4", last_one=True)
+    assert model.must_not_be_subscribed("a4x2") is None
+
+
 def test_a_manual_unsubscribe_counts_once_a_push_ran_whatever_changed_since() -> None:
     model = ReferenceModel()
     model.record(1, T0, "a0", "subscribe", "crm:staff")

@@ -39,15 +39,26 @@ decisions as (
         and {{ dbt.hash("concat_ws('|', list_link_id, email_key, action, state_fingerprint)") }}
             not in (select action_id from executed)
         -- an unsubscribe runs on the state of its push, not the one it was decided on: it is done
-        -- once an unsubscribe of the address was sent after it was decided
+        -- once an unsubscribe of the address was sent after it was decided, or once neither side
+        -- has the address subscribed (an address change's unsubscribe of the former address
+        -- carried it out)
         and not (
             action = 'unsubscribe'
-            and exists (
-                select 1 from executed
-                where executed.list_link_id = ranked_decisions.list_link_id
-                    and executed.email_key = ranked_decisions.email_key
-                    and executed.action = 'unsubscribe'
-                    and executed.attempted_at >= ranked_decisions.decided_at
+            and (
+                exists (
+                    select 1 from executed
+                    where executed.list_link_id = ranked_decisions.list_link_id
+                        and executed.email_key = ranked_decisions.email_key
+                        and executed.action = 'unsubscribe'
+                        and executed.attempted_at >= ranked_decisions.decided_at
+                )
+                or exists (
+                    select 1 from reconciliation
+                    where reconciliation.list_link_id = ranked_decisions.list_link_id
+                        and reconciliation.email_key = ranked_decisions.email_key
+                        and reconciliation.esp_status in ('unsubscribed', 'bounced_hard')
+                        and coalesce(reconciliation.crm_status, 'unsubscribed') not in ('subscribed', 'pending', 'bounced_soft')
+                )
             )
         )
 
