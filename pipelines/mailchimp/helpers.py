@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 import httpx
@@ -80,7 +82,8 @@ def paged(
     """Yield the pages of a `count`/`offset` collection, in order, each item (by `key`) once.
 
     The first page tells `total_items`; the rest are fetched with up to `concurrency`
-    requests in flight, which the client's connection limit bounds as well. Offset paging
+    requests in flight, which the client's connection limit bounds as well, and at most
+    `2 * concurrency` pages ahead of the consumer. Offset paging
     drifts when the collection changes between two page reads: an item inserted ahead of
     the next page repeats one, an item removed ahead of it skips one. So pages overlap, and
     each must hold the last item of the page before it; until a page reaches the end of the
@@ -137,10 +140,9 @@ def paged(
         while not complete and len(offsets) * stride + page_size < previous.total:
             offsets.append((len(offsets) + 1) * stride)
         if offsets:
-            with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(offsets)))) as pool:
-                for page in pool.map(fetch, offsets):
-                    step(page)
-                    yield unseen(page)
+            for page in read_ahead(fetch, offsets, max(1, min(concurrency, len(offsets)))):
+                step(page)
+                yield unseen(page)
         while chained and not complete:  # it grew meanwhile: read on to its end
             page = fetch(previous.offset + stride)
             step(page)
@@ -153,6 +155,27 @@ def paged(
         f"{max_passes} passes in a row",
         retryable=True,
     )
+
+
+def read_ahead(fetch: Callable[[int], Page], offsets: Sequence[int], workers: int) -> Iterator[Page]:
+    """The pages at `offsets`, in order, fetched by `workers` threads at most `2 * workers`
+    pages ahead of the consumer: memory stays bounded however long the collection is."""
+    window = 2 * workers
+    upcoming = iter(offsets)
+    pending: deque[Future[Page]] = deque()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            for offset in islice(upcoming, window):
+                pending.append(pool.submit(fetch, offset))
+            while pending:
+                page = pending.popleft().result()
+                following = next(upcoming, None)
+                if following is not None:
+                    pending.append(pool.submit(fetch, following))
+                yield page
+        finally:  # a consumer that stops early (or a failed page) leaves nothing to fetch
+            for future in pending:
+                future.cancel()
 
 
 @dataclass(frozen=True)
@@ -208,31 +231,52 @@ MEMBER_SCHEMA = pa.schema(
 )
 
 
+def timestamp_column(values: Sequence[Any]) -> pa.Array:
+    """Mailchimp's ISO 8601 timestamps ('' when unset) as one Arrow column of UTC times, parsed
+    by Arrow; a column Arrow cannot read (a time without offset, say) is read value by value
+    as `parse_timestamp` reads it."""
+    texts = pa.array([str(value) if value else None for value in values], pa.string())
+    try:
+        return texts.cast(TS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array([parse_timestamp(value) for value in values], TS)
+
+
 def members_table(account: str, list_id: str, members: list[dict[str, Any]], extraction_id: str) -> pa.Table:
-    """One page of members as Arrow, with the email key computed beside the raw address."""
-    columns: dict[str, list[Any]] = {field.name: [] for field in MEMBER_SCHEMA}
-    for member in members:
-        merge_fields = member.get("merge_fields") or {}
-        columns["esp_account"].append(account)
-        columns["list_id"].append(member.get("list_id") or list_id)
-        columns["id"].append(member["id"])
-        columns["email_address"].append(member.get("email_address"))
-        columns["unique_email_id"].append(member.get("unique_email_id"))
-        columns["contact_id"].append(member.get("contact_id"))
-        columns["status"].append(member.get("status"))
-        columns["first_name"].append(merge_fields.get("FNAME") or None)
-        columns["last_name"].append(merge_fields.get("LNAME") or None)
-        columns["merge_fields"].append(json.dumps(merge_fields, ensure_ascii=False, sort_keys=True))
-        columns["tags"].append(json.dumps([tag.get("name") for tag in member.get("tags") or []], ensure_ascii=False))
-        columns["language"].append(member.get("language") or None)
-        columns["ip_signup"].append(member.get("ip_signup") or None)
-        columns["timestamp_signup"].append(parse_timestamp(member.get("timestamp_signup")))
-        columns["ip_opt"].append(member.get("ip_opt") or None)
-        columns["timestamp_opt"].append(parse_timestamp(member.get("timestamp_opt")))
-        columns["last_changed"].append(parse_timestamp(member.get("last_changed")))
-        columns["unsubscribe_reason"].append(member.get("unsubscribe_reason") or None)
-        columns["member_rating"].append(member.get("member_rating"))
-        columns["extraction_id"].append(extraction_id)
+    """One page of members as Arrow, with the email key computed beside the raw address. Built
+    column by column: one pass per column over the page, no per-row appends."""
+    merge_fields = [member.get("merge_fields") or {} for member in members]
+    rows = len(members)
+
+    def column(name: str, empty_as_null: bool = False) -> list[Any]:
+        if empty_as_null:
+            return [member.get(name) or None for member in members]
+        return [member.get(name) for member in members]
+
+    columns: dict[str, Any] = {
+        "esp_account": [account] * rows,
+        "list_id": [member.get("list_id") or list_id for member in members],
+        "id": [member["id"] for member in members],
+        "email_address": column("email_address"),
+        "unique_email_id": column("unique_email_id"),
+        "contact_id": column("contact_id"),
+        "status": column("status"),
+        "first_name": [fields.get("FNAME") or None for fields in merge_fields],
+        "last_name": [fields.get("LNAME") or None for fields in merge_fields],
+        "merge_fields": [json.dumps(fields, ensure_ascii=False, sort_keys=True) for fields in merge_fields],
+        "tags": [
+            json.dumps([tag.get("name") for tag in member.get("tags") or []], ensure_ascii=False) for member in members
+        ],
+        "language": column("language", empty_as_null=True),
+        "ip_signup": column("ip_signup", empty_as_null=True),
+        "timestamp_signup": timestamp_column(column("timestamp_signup")),
+        "ip_opt": column("ip_opt", empty_as_null=True),
+        "timestamp_opt": timestamp_column(column("timestamp_opt")),
+        "last_changed": timestamp_column(column("last_changed")),
+        "unsubscribe_reason": column("unsubscribe_reason", empty_as_null=True),
+        "member_rating": column("member_rating"),
+        "extraction_id": [extraction_id] * rows,
+    }
     return with_email_key(pa.Table.from_pydict(columns, schema=MEMBER_SCHEMA), "email_address")
 
 

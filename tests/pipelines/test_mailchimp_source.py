@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -426,3 +427,48 @@ def test_a_page_without_its_collection_fails_the_read_instead_of_ending_it() -> 
     assert [m["id"] for page in paged(client, "lists/x/members", "members", page_size=5) for m in page] == [  # type: ignore[arg-type]
         m["id"] for m in members
     ]
+
+
+def test_paging_reads_ahead_a_bounded_window_of_pages() -> None:
+    """Every page was submitted at once: at a million members, gigabytes of pages waited for a
+    consumer that had read only the first. Pages in flight or read ahead are now bounded."""
+    from pipelines.mailchimp.helpers import paged
+
+    members = [{"id": f"m{i}"} for i in range(2000)]
+    page_size, stride = 10, 9  # pages overlap by one item
+    answers = {
+        offset: {"members": members[offset : offset + page_size], "total_items": len(members)}
+        for offset in range(0, len(members), stride)
+    }
+
+    class CountingClient(ScriptedClient):
+        requested = 0
+
+        def get(self, path: str, params: dict[str, Any]) -> Any:
+            CountingClient.requested += 1
+            return super().get(path, params)
+
+    client = CountingClient(answers)
+    pages = paged(client, "lists/x/members", "members", page_size=page_size, concurrency=4)  # type: ignore[arg-type]
+    read = [m["id"] for _ in range(3) for m in next(pages)]
+    time.sleep(0.3)  # let the workers run ahead as far as they may
+    assert CountingClient.requested <= 3 + 2 * 4
+    read += [m["id"] for page in pages for m in page]
+    assert read == [m["id"] for m in members]
+    assert CountingClient.requested == len(answers)
+
+
+def test_a_timestamp_column_reads_as_each_value_is_read() -> None:
+    """Arrow parses a page's timestamps at once; a value it cannot read alone (no offset, a date)
+    makes the column read value by value, as before, with the same times."""
+    from pipelines.mailchimp.helpers import parse_timestamp, timestamp_column
+
+    columns = [
+        ["2025-01-01T10:00:00+00:00", "", None, "2025-06-01T12:30:00.25+02:00", "2025-03-01T00:00:00Z"],
+        ["2025-01-01T10:00:00", "2025-01-01T10:00:00+00:00", ""],
+        ["2025-01-01", "2025-01-01T10:00:00-05:00"],
+    ]
+    for values in columns:
+        assert timestamp_column(values).to_pylist() == [parse_timestamp(value) for value in values]
+    with pytest.raises(ValueError):
+        timestamp_column(["yesterday"])
