@@ -454,8 +454,32 @@ def load_config(path: str | Path | None = None) -> MailbridgeConfig:
     return config
 
 
+MEMORY_LIMIT_ENV = "MAILBRIDGE_DUCKDB_MEMORY_LIMIT"
+THREADS_ENV = "MAILBRIDGE_DUCKDB_THREADS"
+# what the load (dlt) and the models (dbt) may take of DuckDB: with the Python around it, a
+# process stays within about 2 GiB; DuckDB spills what does not fit to a temporary folder
+DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_THREADS = 2
+MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)", re.IGNORECASE)
+
+
+def duckdb_settings() -> dict[str, Any]:
+    """DuckDB's `memory_limit` and `threads` for the load and the models, from
+    MAILBRIDGE_DUCKDB_MEMORY_LIMIT (like 1GB, 512MiB) and MAILBRIDGE_DUCKDB_THREADS."""
+    memory_limit = os.environ.get(MEMORY_LIMIT_ENV, "").strip() or DEFAULT_MEMORY_LIMIT
+    if not MEMORY_SIZE.fullmatch(memory_limit):
+        raise ConfigError(
+            f"{MEMORY_LIMIT_ENV} (environment): {memory_limit!r} is not a memory size; write it like 1GB or 512MiB"
+        )
+    threads_text = os.environ.get(THREADS_ENV, "").strip() or str(DEFAULT_THREADS)
+    if not threads_text.isdigit() or int(threads_text) < 1:
+        raise ConfigError(f"{THREADS_ENV} (environment): {threads_text!r} is not a number of threads (1 or more)")
+    return {"memory_limit": memory_limit, "threads": int(threads_text)}
+
+
 def _check_warehouse(config: MailbridgeConfig) -> None:
     """The warehouse must be a file that exists or can be created; a folder is never taken for it."""
+    duckdb_settings()
     path = config.warehouse_path()
     key = f"{WAREHOUSE_ENV} (environment)" if os.environ.get(WAREHOUSE_ENV) else f"{config.source_file}: warehouse"
     if path.is_dir():

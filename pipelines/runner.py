@@ -9,9 +9,10 @@ from pathlib import Path
 
 import dlt
 from dlt.common.pipeline import LoadInfo
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.sources import DltSource
 
-from mailbridge.config import MailbridgeConfig
+from mailbridge.config import MailbridgeConfig, duckdb_settings
 from pipelines.crm import crm_source
 from pipelines.registry import connector
 from pipelines.settings_source import settings_source
@@ -32,7 +33,8 @@ def make_pipeline(config: MailbridgeConfig, name: str, dataset: str) -> dlt.Pipe
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     return dlt.pipeline(
         pipeline_name=f"mailbridge_{name}",
-        destination=dlt.destinations.duckdb(str(warehouse)),
+        # DuckDB's memory and threads bounded as for the models (MAILBRIDGE_DUCKDB_*)
+        destination=dlt.destinations.duckdb(DuckDbCredentials(str(warehouse), global_config=duckdb_settings())),
         dataset_name=dataset,
         pipelines_dir=str(state_dir(config) / "dlt"),
     )

@@ -299,3 +299,28 @@ def test_a_yaml_error_quotes_its_line_without_the_password(tmp_path: Path) -> No
         load_config(path)
     assert "not valid YAML" in str(caught.value) and "postgresql://crm:***@db/crm" in str(caught.value)
     assert "Geheim-42" not in str(caught.value)
+
+
+def test_duckdb_limits_bound_the_load_and_a_bad_one_names_its_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.runner import make_pipeline
+
+    monkeypatch.setenv("MAILBRIDGE_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    monkeypatch.setenv("MAILBRIDGE_DUCKDB_MEMORY_LIMIT", "700MB")
+    monkeypatch.setenv("MAILBRIDGE_DUCKDB_THREADS", "1")
+    config = load_config(write(tmp_path, lambda raw: None))
+    pipeline = make_pipeline(config, "limits", "raw_limits")
+    with pipeline.sql_client() as client:
+        ((memory_limit, threads),) = client.execute_sql(
+            "select current_setting('memory_limit'), current_setting('threads')"
+        )
+    assert (memory_limit, threads) == ("667.5 MiB", 1)
+    for variable, value, words in (
+        ("MAILBRIDGE_DUCKDB_MEMORY_LIMIT", "lots", "is not a memory size"),
+        ("MAILBRIDGE_DUCKDB_THREADS", "0", "is not a number of threads"),
+    ):
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(ConfigError, match=f"{variable} \\(environment\\): '{value}' {words}"):
+            load_config(write(tmp_path, lambda raw: None))
+        monkeypatch.delenv(variable)
