@@ -76,7 +76,8 @@ def record_decision(
             f"{list_link_id}|{key}|{action}|{fingerprint}|{decided_at.isoformat()}".encode()
         ).hexdigest()[:32]
         db.execute(
-            "insert into ops.decisions values (?, ?, ?, ?, ?, ?, ?, ?)",
+            "insert into ops.decisions (decision_id, list_link_id, email_key, action, state_fingerprint, "
+            "decided_by, decided_at, note) values (?, ?, ?, ?, ?, ?, ?, ?)",
             [decision_id, list_link_id, key, action, fingerprint, decided_by, decided_at, note],
         )
         # the queue refuses by the same rules (intermediate.int_pushback__refusals)

@@ -190,6 +190,7 @@ class PushReport:
     samples: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
     confirmed: int = 0
     interrupted: int = 0
+    decisions_closed: int = 0  # decided unsubscribes found done (neither side needed them)
     write_requests: int = 0
     gate: Verdict | None = None
     crm_statements: int = 0
@@ -220,6 +221,30 @@ def close_interrupted_attempts(db: duckdb.DuckDBPyConnection) -> int:
         "update ops.pushback_outbox set status = 'failed', error_code = 'interrupted', "
         "error_message = 'the push stopped before the ESP answered', updated_at = ? "
         "where status = 'planned' returning 1",
+        [_now()],
+    ).fetchall()
+    return len(closed)
+
+
+def close_done_decisions(db: duckdb.DuckDBPyConnection) -> int:
+    """Close the decided unsubscribes that neither side needs any more (the queue leaves them
+    out while that holds): for good, so that a later opt-in of the person does not bring them
+    back. The number closed."""
+    closed = db.execute(
+        """
+        update ops.decisions as decision set closed_at = ?
+        where decision.closed_at is null
+            and decision.action = 'unsubscribe'
+            and exists (
+                select 1 from marts.fct_list_reconciliation as reconciliation
+                where reconciliation.list_link_id = decision.list_link_id
+                    and reconciliation.email_key = decision.email_key
+                    and reconciliation.esp_status in ('unsubscribed', 'bounced_hard')
+                    and coalesce(reconciliation.crm_status, 'unsubscribed')
+                        not in ('subscribed', 'pending', 'bounced_soft')
+            )
+        returning decision_id
+        """,
         [_now()],
     ).fetchall()
     return len(closed)
@@ -310,6 +335,7 @@ def _push(
         if not dry_run:
             report.interrupted = close_interrupted_attempts(db)
             report.confirmed = confirm_previous_attempts(db)
+            report.decisions_closed = close_done_decisions(db)
         esp_actions = _fetch(db, READY_ESP_ACTIONS, QueuedAction)
         # a read-only CRM gets its changes by `mailbridge export` instead
         crm_rows = _fetch(db, READY_CRM_ACTIONS, dict) if config.crm.write_back else []

@@ -13,6 +13,9 @@
         decided_at timestamp with time zone not null,
         note varchar
     );
+    -- when a push found the decision done (a decided unsubscribe neither side needed any more):
+    -- it never runs after that, whatever the state becomes
+    alter table ops.decisions add column if not exists closed_at timestamp with time zone;
     create table if not exists ops.pushback_outbox (
         attempt_id varchar primary key,
         action_id varchar not null,

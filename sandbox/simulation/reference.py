@@ -12,7 +12,8 @@ rules or SQL. Its two claims:
 An address change carries the consent history to the new address, and an opt-out of the
 former address after the change counts for the new one too (the same person: a CRM opt-out of
 the address the CRM still holds after the ESP moved the member); a subscribe of the former
-address does not (another contact may still hold it). The former address is not claimed to
+address does not (another contact may still hold it), nor a hard bounce (it speaks of the
+address, not of the person). The former address is not claimed to
 stay subscribed (unsubscribing it is what an address change asks for).
 """
 
@@ -52,7 +53,8 @@ class ReferenceModel:
         the member is theirs); a subscribe speaks only for its own address (another contact may
         still hold the former one), and keeps the model from claiming the others."""
         for alias in self._moved_on(token):
-            if kind == "optout" or alias == token:
+            # a hard bounce says the address is undeliverable, nothing about the person's wish
+            if alias == token or (kind == "optout" and source != "esp:hard_bounce"):
                 origin = "" if alias == token else token
                 self.consent.setdefault(alias, []).append(ConsentEvent(seq, at, kind, source, doi, origin))
             self.touch(seq, alias, source, status_change=True)

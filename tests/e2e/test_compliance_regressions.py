@@ -331,3 +331,27 @@ def test_a_manual_unsubscribe_runs_on_a_state_that_changed_since_it_was_decided(
     assert world.queue("beide@beispiel.de") == {}
     again = push(world.config, run_id="push-again")
     assert not [key for key in again.counts if key[2] == "manual"]
+
+
+def test_a_decided_unsubscribe_that_was_already_done_does_not_come_back_when_the_person_opts_in_again(
+    world: World,
+) -> None:
+    """Both sides had the address unsubscribed when the next push ran: the decision was done,
+    for good. Once the person confirmed a new DOI, it came back and unsubscribed them again."""
+    record_decision(world.warehouse, "beide@beispiel.de", LINK, "unsubscribe", "lena")
+    key = world.scenario.account("brand_main").api_key
+    member = f"{world.emulator.base_url}/lists/nl0001/members/{subscriber_hash('beide@beispiel.de')}"
+    assert httpx.patch(member, json={"status": "unsubscribed"}, auth=("mailbridge", key)).status_code == 200
+    engine = sa.create_engine(world.crm_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("update verteiler_zuordnungen set status = 'abgemeldet' where kontakt_id = 10"))
+    world.sync()
+    assert world.queue("beide@beispiel.de") == {}
+    push(world.config, run_id="push-done")
+    # the person opts in again: a DOI confirmed at the ESP, taken by the CRM
+    assert httpx.patch(member, json={"status": "pending"}, auth=("mailbridge", key)).status_code == 200
+    confirm = f"{world.emulator.base_url.rsplit('/3.0', 1)[0]}/_sandbox/accounts/brand_main/lists/nl0001/members/"
+    assert httpx.post(confirm + f"{subscriber_hash('beide@beispiel.de')}/confirm").status_code == 200
+    world.sync()
+    assert world.member("beide@beispiel.de").status == "subscribed"
+    assert "unsubscribe" not in world.queue("beide@beispiel.de")

@@ -98,6 +98,17 @@ def test_a_confirmation_of_the_former_address_does_not_speak_for_the_new_one() -
     assert model.must_stay_subscribed("a5x1") is None
 
 
+def test_a_hard_bounce_of_the_former_address_does_not_speak_for_the_new_one() -> None:
+    model = ReferenceModel()
+    model.record(1, T0, "a6", "subscribe", "crm:staff")
+    model.carry(2, T0, "a6", "a6x1", "crm:email_change")
+    model.record(3, T0, "a6", "optout", "esp:hard_bounce")
+    assert model.must_not_be_subscribed("a6")
+    assert model.must_not_be_subscribed("a6x1") is None
+    model.record(4, T0, "a6", "optout", "esp:unsubscribe")
+    assert model.must_not_be_subscribed("a6x1")
+
+
 def test_deleting_the_last_contact_of_the_former_address_deletes_its_opt_out_at_the_new_one() -> None:
     # the ESP moved the member; the CRM contact still holding the former address opted out by
     # phone and was deleted before any sync saw it: no system holds that opt-out any more

@@ -36,12 +36,13 @@ decisions as (
 
     select * from ranked_decisions
     where recency = 1
+        and closed_at is null
         and {{ dbt.hash("concat_ws('|', list_link_id, email_key, action, state_fingerprint)") }}
             not in (select action_id from executed)
         -- an unsubscribe runs on the state of its push, not the one it was decided on: it is done
         -- once an unsubscribe of the address was sent after it was decided, or once neither side
         -- has the address subscribed (an address change's unsubscribe of the former address
-        -- carried it out)
+        -- carried it out; the next push closes it for good)
         and not (
             action = 'unsubscribe'
             and (
