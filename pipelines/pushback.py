@@ -595,7 +595,7 @@ def task_answered(alias: str = "") -> str:
 
 EXECUTED_TASKS = f"""
     select distinct outbox.list_link_id, outbox.email_key, outbox.crm_task,
-        reconciliation.crm_contact_id, reconciliation.crm_list_id
+        coalesce(reconciliation.crm_task_contact_id, reconciliation.crm_contact_id), reconciliation.crm_list_id
     from ops.pushback_outbox as outbox
     inner join marts.fct_list_reconciliation as reconciliation
         on outbox.list_link_id = reconciliation.list_link_id and outbox.email_key = reconciliation.email_key

@@ -355,3 +355,31 @@ def test_a_decided_unsubscribe_that_was_already_done_does_not_come_back_when_the
     world.sync()
     assert world.member("beide@beispiel.de").status == "subscribed"
     assert "unsubscribe" not in world.queue("beide@beispiel.de")
+
+
+def test_an_unsubscribe_task_word_on_a_duplicate_contact_runs_and_is_cleared_there(world: World) -> None:
+    """Two contacts share the address; the duplicate rule picks the one whose name the ESP
+    has. A CRM user set the unsubscribe word on the other: it was ignored, sync after sync."""
+    engine = sa.create_engine(world.crm_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "insert into kontakte (kontakt_id, email_adresse, vorname, nachname, geaendert_am) "
+                "values (20, 'beide@beispiel.de', 'Berta', 'Zweit', '2025-01-01 10:00:00')"
+            )
+        )
+        connection.execute(
+            sa.text(
+                "insert into verteiler_zuordnungen (kontakt_id, verteiler_id, status, status_datum, "
+                "status_gesetzt_von, aufgabe) values (20, 'NL', 'angemeldet', '2025-01-01 10:00:00', 'web', 'abmelden')"
+            )
+        )
+    engine.dispose()
+    world.sync()
+    assert world.reconciliation("beide@beispiel.de")["crm_contact_id"] == "10"
+    assert world.queue("beide@beispiel.de")["unsubscribe"] == ("crm_task", "ready")
+    push(world.config, run_id="push-duplicate-task")
+    assert world.member("beide@beispiel.de").status == "unsubscribed"
+    assert world.assignment(20)["aufgabe"] is None
+    world.sync()
+    assert "unsubscribe" not in world.queue("beide@beispiel.de")

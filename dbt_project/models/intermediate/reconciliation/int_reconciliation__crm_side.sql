@@ -1,6 +1,7 @@
 -- The CRM side of every list link: one row per link and valid email key. When several CRM
 -- contacts share a key, the duplicate rule picks the one it is (macro pick_duplicate_contact),
--- and the latest status among them is its consent.
+-- the latest status among them is its consent, and a task word of any of them asking for an
+-- unsubscribe is its task.
 with
 
 links as (
@@ -57,6 +58,33 @@ picked as (
 
 ),
 
+-- a task word asking for an unsubscribe on any contact with the address is the person's
+-- (an opt-out anywhere reaches everywhere); the picked contact's own word comes first
+unsubscribe_tasks as (
+
+    select
+        candidates.list_link_id,
+        candidates.email_key,
+        candidates.crm_contact_id,
+        candidates.crm_task,
+        row_number() over (
+            partition by candidates.list_link_id, candidates.email_key
+            order by
+                case when candidates.crm_contact_id = picked.crm_contact_id then 0 else 1 end,
+                length(candidates.crm_contact_id),
+                candidates.crm_contact_id
+        ) as task_rank
+
+    from candidates
+    inner join {{ source('mailbridge', 'crm_task_values') }} as task_values
+        on candidates.crm_task = task_values.crm_value
+    inner join picked
+        on candidates.list_link_id = picked.list_link_id
+        and candidates.email_key = picked.email_key
+    where task_values.action = 'unsubscribe'
+
+),
+
 -- the duplicate rule picks who the address is; its consent is the latest status change of
 -- any contact with it on the list (an opt-out anywhere reaches everywhere): an opt-out with
 -- no time, then the newest change, and on equal times the opt-out wins
@@ -93,7 +121,9 @@ final as (
         consent.crm_status_value,
         consent.status_changed_at,
         consent.status_set_by,
-        picked.crm_task,
+        coalesce(unsubscribe_tasks.crm_task, picked.crm_task) as crm_task,
+        -- whose task column the word is in: the push clears it there
+        coalesce(unsubscribe_tasks.crm_contact_id, picked.crm_contact_id) as task_contact_id,
         picked.first_name,
         picked.last_name,
         picked.salutation,
@@ -116,6 +146,10 @@ final as (
         on picked.list_link_id = consent.list_link_id
         and picked.email_key = consent.email_key
         and consent.consent_rank = 1
+    left join unsubscribe_tasks
+        on picked.list_link_id = unsubscribe_tasks.list_link_id
+        and picked.email_key = unsubscribe_tasks.email_key
+        and unsubscribe_tasks.task_rank = 1
 
 )
 

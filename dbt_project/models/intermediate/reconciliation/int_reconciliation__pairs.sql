@@ -27,7 +27,7 @@ changes as (
     ('status_changed_at', 'crm_status_changed_at'), ('status_set_by', 'crm_status_set_by'),
     ('crm_task', 'crm_task'), ('first_name', 'crm_first_name'), ('last_name', 'crm_last_name'),
     ('salutation', 'crm_salutation'), ('custom_fields', 'crm_custom_fields'),
-    ('consent_contact_id', 'crm_consent_contact_id'),
+    ('consent_contact_id', 'crm_consent_contact_id'), ('task_contact_id', 'crm_task_contact_id'),
 ] %}
 {%- set esp_columns = [
     ('esp_member_id', 'esp_member_id'), ('esp_contact_id', 'esp_contact_id'),
@@ -110,7 +110,7 @@ invalid_in_crm as (
         cast(null as {{ dbt.type_string() }}) as duplicate_note,
         memberships.email_error,
         {%- for column, alias in crm_columns %}
-        memberships.{{ 'crm_contact_id' if column == 'consent_contact_id' else column }} as {{ alias }},
+        memberships.{{ 'crm_contact_id' if column in ('consent_contact_id', 'task_contact_id') else column }} as {{ alias }},
         {%- endfor %}
         {%- for column, alias in esp_columns %}
         null as {{ alias }},

@@ -387,6 +387,7 @@ final as (
         {{ dbt.hash("concat_ws('|', list_link_id, coalesce(email_key, ''), rule, coalesce(crm_status, ''), coalesce(cast(crm_status_changed_at as " ~ dbt.type_string() ~ "), ''), coalesce(esp_status, ''), coalesce(cast(esp_status_changed_at as " ~ dbt.type_string() ~ "), ''), coalesce(differing_fields, ''))") }}
             as state_fingerprint,
         crm_task,
+        crm_task_contact_id,
 
         ---------- run
         cast({{ run_id() }} as {{ dbt.type_string() }}) as run_id,
