@@ -89,19 +89,23 @@ def test_an_opt_out_of_the_former_address_after_a_move_counts_for_the_new_one() 
     assert model.must_stay_subscribed("a8x3") is None
 
 
+def subscribed_then_moved(old: str, new: str, source: str) -> ReferenceModel:
+    """A model where `old` was subscribed in the CRM, then the address changed to `new`."""
+    model = ReferenceModel()
+    model.record(1, T0, old, "subscribe", "crm:staff")
+    model.carry(2, T0, old, new, source)
+    return model
+
+
 def test_a_confirmation_of_the_former_address_does_not_speak_for_the_new_one() -> None:
     # a duplicate contact still holds the former address: its DOI there is not the mover's
-    model = ReferenceModel()
-    model.record(1, T0, "a5", "subscribe", "crm:staff")
-    model.carry(2, T0, "a5", "a5x1", "crm:email_change")
+    model = subscribed_then_moved("a5", "a5x1", "crm:email_change")
     model.record(3, T0 + timedelta(seconds=30), "a5", "subscribe", "esp:doi_confirmed", doi=True)
     assert model.must_stay_subscribed("a5x1") is None
 
 
 def test_a_hard_bounce_of_the_former_address_does_not_speak_for_the_new_one() -> None:
-    model = ReferenceModel()
-    model.record(1, T0, "a6", "subscribe", "crm:staff")
-    model.carry(2, T0, "a6", "a6x1", "crm:email_change")
+    model = subscribed_then_moved("a6", "a6x1", "crm:email_change")
     model.record(3, T0, "a6", "optout", "esp:hard_bounce")
     assert model.must_not_be_subscribed("a6")
     assert model.must_not_be_subscribed("a6x1") is None
@@ -112,9 +116,7 @@ def test_a_hard_bounce_of_the_former_address_does_not_speak_for_the_new_one() ->
 def test_deleting_the_last_contact_of_the_former_address_deletes_its_opt_out_at_the_new_one() -> None:
     # the ESP moved the member; the CRM contact still holding the former address opted out by
     # phone and was deleted before any sync saw it: no system holds that opt-out any more
-    model = ReferenceModel()
-    model.record(1, T0, "a4", "subscribe", "crm:staff")
-    model.carry(2, T0, "a4", "a4x2", "esp:address_change")
+    model = subscribed_then_moved("a4", "a4x2", "esp:address_change")
     model.record(3, T0, "a4", "optout", "crm:phone")
     assert model.must_not_be_subscribed("a4x2")
     model.contact_deleted(4, T0, "a4", last_one=True)
