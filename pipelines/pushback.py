@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -191,6 +191,7 @@ class PushReport:
     confirmed: int = 0
     interrupted: int = 0
     decisions_closed: int = 0  # decided unsubscribes found done (neither side needed them)
+    decisions_gone_stale: int = 0  # decisions found made on another state: stale for good
     write_requests: int = 0
     gate: Verdict | None = None
     crm_statements: int = 0
@@ -248,6 +249,22 @@ def close_done_decisions(db: duckdb.DuckDBPyConnection) -> int:
         [_now()],
     ).fetchall()
     return len(closed)
+
+
+def mark_stale_decisions(db: duckdb.DuckDBPyConnection) -> int:
+    """A decision the queue found made on another state stays stale for good: the state coming
+    back to the one it was made on (a push undoing what changed) does not run it a cycle late,
+    unasked. Decide again. The number marked."""
+    marked = db.execute(
+        """
+        update ops.decisions set stale_at = ?
+        where stale_at is null and closed_at is null
+            and decision_id in (select decision_id from marts.fct_pushback_queue where queue_status = 'stale')
+        returning decision_id
+        """,
+        [_now()],
+    ).fetchall()
+    return len(marked)
 
 
 def confirm_previous_attempts(db: duckdb.DuckDBPyConnection) -> int:
@@ -336,6 +353,7 @@ def _push(
             report.interrupted = close_interrupted_attempts(db)
             report.confirmed = confirm_previous_attempts(db)
             report.decisions_closed = close_done_decisions(db)
+            report.decisions_gone_stale = mark_stale_decisions(db)
         esp_actions = _fetch(db, READY_ESP_ACTIONS, QueuedAction)
         # a read-only CRM gets its changes by `mailbridge export` instead
         crm_rows = _fetch(db, READY_CRM_ACTIONS, dict) if config.crm.write_back else []
@@ -555,6 +573,7 @@ def _push_crm(
             a.action,
             f"{a.action} {a.email_address} in the CRM",
             a.crm_task if a.action_source in TASK_ANSWERING_SOURCES else None,
+            None,
         )
         for row, a in zip(rows, actions, strict=True)
     ]
@@ -625,7 +644,7 @@ def record_refused_tasks(db: duckdb.DuckDBPyConnection, run_id: str) -> int:
     attempts: dict[str, str] = {}
     for target in sorted({row[7] for row in rows}):
         planned = [
-            (action_id, link, key, action, f"{action} {address} (asked by the CRM task word {task!r})", task)
+            (action_id, link, key, action, f"{action} {address} (asked by the CRM task word {task!r})", task, None)
             for action_id, link, key, action, address, _, task, row_target in rows
             if row_target == target
         ]
@@ -737,43 +756,53 @@ def _record(db: duckdb.DuckDBPyConnection, outcomes: list[tuple[str, WriteOutcom
     )
 
 
-def _planned(action: QueuedAction) -> tuple[str, str, str, str, str, str | None]:
+# an attempt as planned: (action id, list link, email key, action, payload summary, the CRM
+# task word that asked for it, the former address it retires)
+Planned = tuple[str, str, str, str, str, str | None, str | None]
+
+
+def _planned(action: QueuedAction) -> Planned:
     summary = f"{action.action} {action.email_address}" + (
         f" (former {action.former_email_key})" if action.former_email_key else ""
     )
     if action.action == "delete_permanent":
         summary += " (irreversible: the ESP erases the member and its history)"
     task = action.crm_task if action.action_source in TASK_ANSWERING_SOURCES else None
-    return (action.action_id, action.list_link_id, action.email_key, action.action, summary, task)
+    # mailbridge's own unsubscribe of a former address: an address change retires it (the
+    # row of an address changed in the CRM is the new one; the write goes to the former)
+    retired = None
+    if action.action.startswith("change_address_") or (
+        action.action == "unsubscribe" and action.rule == "email_changed_in_crm"
+    ):
+        retired = action.former_email_key
+    elif action.action == "unsubscribe" and action.rule == "former_address_still_subscribed":
+        retired = action.email_key
+    return (action.action_id, action.list_link_id, action.email_key, action.action, summary, task, retired)
 
 
-def _plan(
-    db: duckdb.DuckDBPyConnection,
-    planned: list[tuple[str, str, str, str, str, str | None]],
-    run_id: str,
-    target: str,
-) -> dict[str, str]:
-    """Record every attempt as planned before anything is sent: a killed push leaves a trace.
-    `planned` holds (action id, list link, email key, action, payload summary, the CRM task
-    word that asked for it)."""
+def _plan(db: duckdb.DuckDBPyConnection, planned: Sequence[Planned], run_id: str, target: str) -> dict[str, str]:
+    """Record every attempt as planned before anything is sent: a killed push leaves a trace."""
     attempts = {action_id: uuid.uuid4().hex for action_id, *_ in planned}
     if not planned:
         return attempts
-    action_ids, links, keys, actions, summaries, tasks = (list(column) for column in zip(*planned, strict=True))
+    action_ids, links, keys, actions, summaries, tasks, retired = (
+        list(column) for column in zip(*planned, strict=True)
+    )
     now = _now()
     db.execute(
         """
         insert into ops.pushback_outbox (
             attempt_id, action_id, run_id, target, list_link_id, email_key, action, payload_summary, status,
-            error_code, error_message, attempted_at, updated_at, crm_task
+            error_code, error_message, attempted_at, updated_at, crm_task, retired_email_key
         )
         select
             unnest(?::varchar[]), unnest(?::varchar[]), ?, ?, unnest(?::varchar[]), unnest(?::varchar[]),
-            unnest(?::varchar[]), unnest(?::varchar[]), 'planned', null, null, ?, ?, unnest(?::varchar[])
+            unnest(?::varchar[]), unnest(?::varchar[]), 'planned', null, null, ?, ?, unnest(?::varchar[]),
+            unnest(?::varchar[])
         """,
         [
             [attempts[a] for a in action_ids],
-            *(action_ids, run_id, target, links, keys, actions, summaries, now, now, tasks),
+            *(action_ids, run_id, target, links, keys, actions, summaries, now, now, tasks, retired),
         ],
     )
     return attempts

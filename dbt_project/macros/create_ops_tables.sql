@@ -16,6 +16,8 @@
     -- when a push found the decision done (a decided unsubscribe neither side needed any more):
     -- it never runs after that, whatever the state becomes
     alter table ops.decisions add column if not exists closed_at timestamp with time zone;
+    -- when a push found the decision made on another state: stale for good
+    alter table ops.decisions add column if not exists stale_at timestamp with time zone;
     create table if not exists ops.pushback_outbox (
         attempt_id varchar primary key,
         action_id varchar not null,
@@ -34,6 +36,9 @@
     -- the CRM task word an attempt carried out, and when the push cleared it in the CRM
     alter table ops.pushback_outbox add column if not exists crm_task varchar;
     alter table ops.pushback_outbox add column if not exists task_cleared_at timestamp with time zone;
+    -- the former address an attempt unsubscribed because its contact moved on from it: mailbridge's
+    -- own unsubscribe, not the person's opt-out
+    alter table ops.pushback_outbox add column if not exists retired_email_key varchar;
     create table if not exists ops.campaign_sends (
         send_id varchar primary key,
         campaign_id varchar not null,

@@ -13,7 +13,7 @@ from mailbridge.config import MailbridgeConfig
 from mailbridge.decisions import record_decision
 from mailbridge.export import export_crm_changes
 from pipelines.mailchimp.helpers import subscriber_hash
-from pipelines.pushback import QueuedAction, push
+from pipelines.pushback import QueuedAction, _planned, mark_stale_decisions, push
 from pipelines.runner import run_extractions
 from tests.conftest import RunningEmulator, crm_query
 from tests.dbt.test_dbt_build import dbt_build, load_small_world
@@ -242,6 +242,16 @@ def test_writes_for_an_address_changed_in_the_crm_go_to_the_esp_member_at_the_fo
     assert addresses("delete") == [("delete", "anna@alt.de")]
     assert addresses("change_address_doi") == [("unsubscribe", "anna@alt.de"), ("start_doi", "anna@neu.de")]
 
+    # the outbox records the former address an address change retires: mailbridge's own
+    # unsubscribe, which is no opt-out of the person at the new address
+    assert _planned(queued("change_address_doi"))[-1] == "anna@alt.de"
+    assert _planned(dataclasses.replace(queued("unsubscribe"), action_source="policy"))[-1] == "anna@alt.de"
+    still = dataclasses.replace(
+        queued("unsubscribe"), rule="former_address_still_subscribed", email_key="anna@alt.de", former_email_key=None
+    )
+    assert _planned(still)[-1] == "anna@alt.de"
+    assert _planned(dataclasses.replace(queued("unsubscribe"), rule="crm_optout_newer"))[-1] is None
+
     # a blocklisted former address goes with the person (rule blocklisted, not email_changed_in_crm):
     # the unsubscribe still goes to the member at the former address, as the ESP spells it
     blocked = dataclasses.replace(queued("unsubscribe"), rule="blocklisted", esp_former_email_address="Anna@Alt.de")
@@ -282,3 +292,22 @@ def test_a_write_to_a_list_whose_verifying_read_broke_off_is_not_confirmed(tmp_p
         assert confirm_previous_attempts(db) == 1
         statuses = dict(db.execute("select action_id, status from ops.pushback_outbox").fetchall())
     assert statuses == {"unsubscribe-a": "sent", "unsubscribe-b": "confirmed"}
+
+
+def test_a_push_marks_the_decisions_the_queue_found_stale_once() -> None:
+    with duckdb.connect() as db:
+        db.execute("create schema ops; create schema marts")
+        db.execute("create table ops.decisions (decision_id varchar, closed_at timestamptz, stale_at timestamptz)")
+        db.execute("create table marts.fct_pushback_queue (decision_id varchar, queue_status varchar)")
+        db.execute(
+            "insert into ops.decisions values ('stale', null, null), ('ready', null, null), "
+            "('closed', now(), null), ('before', null, '2020-01-01 00:00:00+00')"
+        )
+        db.execute(
+            "insert into marts.fct_pushback_queue values ('stale', 'stale'), ('ready', 'ready'), "
+            "('closed', 'stale'), ('before', 'stale'), (null, 'ready')"
+        )
+        assert mark_stale_decisions(db) == 1
+        assert mark_stale_decisions(db) == 0
+        marked = db.execute("select decision_id from ops.decisions where stale_at is not null order by 1").fetchall()
+    assert marked == [("before",), ("stale",)]

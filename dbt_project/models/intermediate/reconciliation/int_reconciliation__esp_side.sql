@@ -22,6 +22,8 @@ final as (
         esp.esp_status,
         esp.status_changed_at,
         esp.status_time_precision,
+        esp.signed_up_at,
+        esp.opted_in_at,
         esp.first_name,
         esp.last_name,
         esp.salutation,

@@ -187,8 +187,13 @@ requested as (
 
     union all
 
-    -- a status that moved with an address change at the ESP: both go in one push
-    {{ policy_request('status_action', 4) }}
+    -- a status that moved with an address change at the ESP: both go in one push. So does the
+    -- CRM's half of an ESP unsubscribe, with the status it resolves to (the ESP's is still the
+    -- one before the push)
+    {{ policy_request(
+        'status_action', 4,
+        "case when status_action = 'set_status' and resolved_status <> coalesce(esp_status, '') then resolved_status end"
+    ) }}
     from candidates
     where status_action is not null
 
@@ -263,7 +268,10 @@ checked as (
         requested.precedence,
         refused.refusal_reason,
         case
-            when requested.action_source = 'manual' and requested.decided_on_fingerprint <> reconciliation.state_fingerprint
+            -- made on another state, or found so by a push before (the state coming back to the
+            -- one it was made on does not run it a cycle late)
+            when requested.action_source = 'manual'
+                and (requested.decided_on_fingerprint <> reconciliation.state_fingerprint or decided.stale_at is not null)
                 and coalesce(requested.parent_action, requested.action) <> 'unsubscribe'
                 then 'stale'
             when reconciliation.result = 'aborted' then 'held'
@@ -273,6 +281,7 @@ checked as (
 
     from requested
     inner join reconciliation on requested.reconciliation_id = reconciliation.reconciliation_id
+    left join {{ source('ops', 'decisions') }} as decided on requested.decision_id = decided.decision_id
     left join refused
         on requested.reconciliation_id = refused.reconciliation_id
         and requested.action = refused.action

@@ -78,22 +78,87 @@ doi_started as (
 
 ),
 
--- an opt-out at the ESP of an address a CRM contact has since left: when another contact (a
--- duplicate) still holds the address, the change is not an address change at the ESP, and the
--- contact's new address would be new to the ESP. The person opted out there; a status time
--- that cannot order the opt-out before the contact's subscribe lets the opt-out win
+-- former addresses mailbridge unsubscribed itself, because their contact moved on from them:
+-- no opt-out of the person
+retired_addresses as (
+
+    select distinct list_link_id, retired_email_key as email_key
+    from {{ source('ops', 'pushback_outbox') }}
+    where retired_email_key is not null and status in ('sent', 'confirmed')
+
+),
+
+-- an opt-out of an address a CRM contact has since left is the person's: it speaks for the
+-- address they moved on to. At the ESP (when a duplicate contact still holds the former
+-- address, the change is not one at the ESP: the new address may be new to the ESP or a member
+-- of its own), or in the CRM, by a contact still holding the former address (a duplicate of
+-- the person; not a status mailbridge wrote). Not once the former address was signed up or
+-- opted in again after the contact left it: that is a subscription of its own, and its opt-out
+-- is its own. A status time that cannot order the opt-out before the subscribe at the new
+-- address lets the opt-out win
 former_address_optouts as (
 
-    select
-        esp_side.list_link_id,
-        history.crm_contact_id,
-        max(esp_side.status_changed_at) as opted_out_at
+    select list_link_id, crm_contact_id, max(opted_out_at) as opted_out_at
+    from (
 
-    from {{ ref('int_crm__address_history') }} as history
-    inner join {{ ref('int_reconciliation__esp_side') }} as esp_side
-        on history.former_email_key = esp_side.email_key
-    where esp_side.status = 'unsubscribed'
-    group by esp_side.list_link_id, history.crm_contact_id
+        select
+            esp_side.list_link_id,
+            history.crm_contact_id,
+            esp_side.status_changed_at as opted_out_at
+
+        from {{ ref('int_crm__address_history') }} as history
+        inner join {{ ref('int_reconciliation__esp_side') }} as esp_side
+            on history.former_email_key = esp_side.email_key
+        left join retired_addresses
+            on esp_side.list_link_id = retired_addresses.list_link_id
+            and esp_side.email_key = retired_addresses.email_key
+        where esp_side.status = 'unsubscribed'
+            and retired_addresses.email_key is null
+            and coalesce(esp_side.opted_in_at <= history.changed_at, true)
+            and coalesce(esp_side.signed_up_at <= history.changed_at, true)
+
+        union all
+
+        select
+            crm_side.list_link_id,
+            history.crm_contact_id,
+            crm_side.status_changed_at as opted_out_at
+
+        from {{ ref('int_crm__address_history') }} as history
+        inner join {{ ref('int_reconciliation__crm_side') }} as crm_side
+            on history.former_email_key = crm_side.email_key
+        where crm_side.status = 'unsubscribed'
+            and crm_side.crm_contact_id <> history.crm_contact_id
+            and coalesce(crm_side.status_set_by, '') not like 'mailbridge:%'
+
+        union all
+
+        -- the same in the CRM, for an address the ESP contact moved on from (changed at the ESP,
+        -- which keeps the contact id; the CRM contact of the new address may be one the CRM has
+        -- no history for)
+        select
+            crm_now.list_link_id,
+            crm_now.crm_contact_id,
+            crm_former.status_changed_at as opted_out_at
+
+        from {{ ref('int_esp__member_addresses') }} as former
+        inner join {{ ref('int_reconciliation__esp_side') }} as esp_now
+            on former.esp_account = esp_now.esp_account
+            and former.esp_list_id = esp_now.esp_list_id
+            and former.esp_contact_id = esp_now.esp_contact_id
+            and former.email_key <> esp_now.email_key
+        inner join {{ ref('int_reconciliation__crm_side') }} as crm_now
+            on esp_now.list_link_id = crm_now.list_link_id
+            and esp_now.email_key = crm_now.email_key
+        inner join {{ ref('int_reconciliation__crm_side') }} as crm_former
+            on esp_now.list_link_id = crm_former.list_link_id
+            and former.email_key = crm_former.email_key
+        where crm_former.status = 'unsubscribed'
+            and crm_former.crm_contact_id <> crm_now.crm_contact_id
+            and coalesce(crm_former.status_set_by, '') not like 'mailbridge:%'
+
+    ) as optouts
+    group by list_link_id, crm_contact_id
 
 ),
 
@@ -151,8 +216,13 @@ compared as (
             end + cast(policy.doi_grace_period_days as integer) * interval '1 day',
             false
         ) as within_doi_grace,
+        -- not older than the status of the address now: the CRM's, and the ESP's subscribe or DOI
         former_address_optouts.crm_contact_id is not null
             and coalesce(former_address_optouts.opted_out_at >= pairs.crm_status_changed_at, true)
+            and (
+                not coalesce(pairs.esp_status in ('subscribed', 'bounced_soft', 'pending'), false)
+                or coalesce(former_address_optouts.opted_out_at >= pairs.esp_status_changed_at, true)
+            )
             as is_opted_out_at_former_address,
         former_address_optouts.opted_out_at as former_address_opted_out_at,
         policy.transmit_new_members,
@@ -182,7 +252,6 @@ compared as (
     left join former_address_optouts
         on pairs.list_link_id = former_address_optouts.list_link_id
         and pairs.crm_contact_id = former_address_optouts.crm_contact_id
-        and not pairs.in_esp
 
 ),
 
@@ -191,7 +260,13 @@ status_rules as (
     select
         *,
         case
-            when not (in_crm and in_esp) or crm_status = esp_status then null
+            when not (in_crm and in_esp) then null
+            -- the person opted out at an address they moved on from, after (or not clearly before)
+            -- either side's subscribe here
+            when is_opted_out_at_former_address
+                and (crm_subscribed or esp_subscribed or crm_status = 'pending' or esp_status = 'pending')
+                then 'former_address_opted_out_at_esp'
+            when crm_status = esp_status then null
             when crm_subscribed and esp_status = 'pending' then
                 case when within_doi_grace then 'doi_pending_within_grace' else 'doi_pending_past_grace' end
             when crm_subscribed and not esp_subscribed then
@@ -260,6 +335,9 @@ status_actions as (
                 then case when esp_status = 'bounced_hard' then 'mark_bounced' else 'set_status' end
             when status_rule = 'crm_optout_newer' then 'unsubscribe'
             when status_rule = 'crm_subscribe_newer' then 'start_doi'
+            -- the ESP member first; the CRM follows as the status action
+            when status_rule = 'former_address_opted_out_at_esp' then
+                case when esp_status in ('subscribed', 'pending', 'bounced_soft') then 'unsubscribe' else 'set_status' end
         end as status_rule_action
 
     from decided
@@ -317,13 +395,14 @@ final as (
         crm_status_set_by,
         -- the ESP's word on a contact it knows only at a former address: that member's opt-out
         -- (the CRM takes it, dated by it)
-        case when rule = 'former_address_opted_out_at_esp' then 'unsubscribed' else esp_status end as esp_status,
+        case when rule = 'former_address_opted_out_at_esp' and not in_esp then 'unsubscribed' else esp_status end
+            as esp_status,
         case
-            when rule = 'former_address_opted_out_at_esp' then former_address_opted_out_at
+            when rule = 'former_address_opted_out_at_esp' and not in_esp then former_address_opted_out_at
             else esp_status_changed_at
         end as esp_status_changed_at,
         case
-            when rule = 'former_address_opted_out_at_esp' then 'upper_bound'
+            when rule = 'former_address_opted_out_at_esp' and not in_esp then 'upper_bound'
             else esp_status_time_precision
         end as esp_status_time_precision,
         case
@@ -374,7 +453,12 @@ final as (
         end as recommended_action,
         -- an address changed at the ESP whose status moved too: the status rule's action goes
         -- with the address change, in the same push
-        case when rule = 'email_changed_at_esp' then status_rule_action end as status_action,
+        -- and the CRM's opt-out beside an ESP unsubscribe of the person's former-address opt-out
+        case
+            when rule = 'email_changed_at_esp' then status_rule_action
+            when rule = 'former_address_opted_out_at_esp' and status_rule_action = 'unsubscribe'
+                and (crm_subscribed or crm_status = 'pending') then 'set_status'
+        end as status_action,
         nullif(concat_ws('; ',
             case when contact_note like 'duplicate_contacts_undecided%' then contact_note end,
             case when esp_records_with_key > 1 then concat(
