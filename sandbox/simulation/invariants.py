@@ -157,8 +157,10 @@ def check_cycle(world: World, lane: Lane, step: int, *, complete: bool, outbox: 
 
 def check_rerun(world: World, lane: Lane, step: int, rerun: list[dict[str, Any]], esp_writes: list[Any]) -> list[Break]:
     """Invariant 4: a push right after a completed sync → push → sync, with nothing new, writes nothing.
-    An address the ESP was made to refuse in that push (esp_refuse_address) is the exception: what
-    could not be written there, the rerun is the first push that can."""
+    An address the ESP was made to refuse in that push (esp_refuse_address), or whose CRM write
+    that push left to the next one (stale: the ESP member changed since the sync, by that push's
+    own address change, say) is the exception: what could not be written there, the rerun is the
+    first push that can."""
     breaks = []
     refused_before = False
     for row in rerun:

@@ -11,14 +11,19 @@ rules or SQL. Its two claims:
   CRM user asked to remove (a delete task) is not claimed.
 An address change carries the consent history to the new address, and an opt-out of the
 former address after the change counts for the new one too (the same person: a CRM opt-out of
-the address the CRM still holds after the ESP moved the member); a subscribe of the former
-address does not (another contact may still hold it), nor a hard bounce (it speaks of the
-address, not of the person). The former address is not claimed to
-stay subscribed (unsubscribing it is what an address change asks for).
+the address the CRM still holds after the ESP moved the member, or of a duplicate contact still
+holding it); a subscribe of the former address does not (another contact may still hold it),
+nor a hard bounce (it speaks of the address, not of the person). The link ends when the former
+address is signed up or subscribed again (a subscription of its own, whose opt-outs are its
+own) and when the last CRM contact of the new address is deleted (nothing ties the two any
+more); an event at the former address still keeps the model from claiming the new one stays
+subscribed. The former address is not claimed to stay subscribed (unsubscribing it is what an
+address change asks for).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -43,6 +48,8 @@ class ReferenceModel:
     pending_unsubscribes: dict[str, tuple[int, datetime]] = field(default_factory=dict)
     moved_away: set[str] = field(default_factory=set)  # former addresses: unsubscribing them is the rule
     moved_to: dict[str, str] = field(default_factory=dict)  # former address → the address it changed to
+    # every address change ever made: an event at a former address is a touch of the new one
+    moved_ever: dict[str, str] = field(default_factory=dict)
     # addresses a CRM user asked to remove from the list (a delete task): a standing instruction
     # the CRM keeps no time for, so no later confirmation can be ordered against it
     removals: set[str] = field(default_factory=set)
@@ -52,17 +59,27 @@ class ReferenceModel:
         moved on to from it (a CRM opt-out of the address the CRM still holds after the ESP moved
         the member is theirs); a subscribe speaks only for its own address (another contact may
         still hold the former one), and keeps the model from claiming the others."""
+        if kind == "subscribe":
+            self.moved_to.pop(token, None)  # a subscription of its own
         for alias in self._moved_on(token):
             # a hard bounce says the address is undeliverable, nothing about the person's wish
             if alias == token or (kind == "optout" and source != "esp:hard_bounce"):
                 origin = "" if alias == token else token
                 self.consent.setdefault(alias, []).append(ConsentEvent(seq, at, kind, source, doi, origin))
+        for alias in self._moved_on(token, self.moved_ever):
             self.touch(seq, alias, source, status_change=True)
 
-    def _moved_on(self, token: str) -> list[str]:
+    def signed_up(self, seq: int, token: str, source: str) -> None:
+        """A signup at the address (a form, not yet confirmed): a subscription of its own starts."""
+        self.moved_to.pop(token, None)
+        for alias in self._moved_on(token, self.moved_ever):
+            self.touch(seq, alias, source)
+
+    def _moved_on(self, token: str, links: dict[str, str] | None = None) -> list[str]:
+        links = self.moved_to if links is None else links
         chain = [token]
-        while chain[-1] in self.moved_to and self.moved_to[chain[-1]] not in chain:
-            chain.append(self.moved_to[chain[-1]])
+        while chain[-1] in links and links[chain[-1]] not in chain:
+            chain.append(links[chain[-1]])
         return chain
 
     def touch(self, seq: int, token: str, source: str, *, status_change: bool = False) -> None:
@@ -76,11 +93,18 @@ class ReferenceModel:
 
     def carry(self, seq: int, at: datetime, old: str, new: str, source: str) -> None:
         """An address change: the person's consent history now speaks for the new address too."""
-        self.consent[new] = sorted(self.consent.get(new, []) + self.consent.get(old, []), key=lambda e: e.seq)
+        # moved at the ESP, the CRM still holds the former address: deleting its last contact
+        # there deletes the CRM's evidence carried here too
+        carried = [
+            dataclasses.replace(e, origin=e.origin or old) if source.startswith("esp:") else e
+            for e in self.consent.get(old, [])
+        ]
+        self.consent[new] = sorted(self.consent.get(new, []) + carried, key=lambda e: e.seq)
         if old in self.blocked:
             self.blocked.setdefault(new, seq)
         self.moved_away.add(old)
         self.moved_to[old] = new
+        self.moved_ever[old] = new
         self.touch(seq, old, source)
         self.touch(seq, new, source)
 
@@ -89,6 +113,9 @@ class ReferenceModel:
         also where it counted for an address the person moved on to."""
         if last_one:
             self.consent[token] = [e for e in self.consent.get(token, []) if not e.source.startswith("crm:")]
+            # nothing ties the address to the ones the person left any more
+            for former in [former for former, new in self.moved_to.items() if new == token]:
+                del self.moved_to[former]
             for alias in self._moved_on(token)[1:]:
                 self.consent[alias] = [
                     e for e in self.consent.get(alias, []) if not (e.source.startswith("crm:") and e.origin == token)

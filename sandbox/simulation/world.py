@@ -572,7 +572,7 @@ class World:
         body = {"email_address": lane.address(token), "status": "pending", "status_if_new": "pending"}
         if self.api.put(self._member_path(lane, token), json=body).status_code != 200:
             return False
-        lane.reference.touch(seq, token, "esp:form_pending", status_change=True)
+        lane.reference.signed_up(seq, token, "esp:form_pending")
         return True
 
     def _esp_confirm(self, lane: Lane, seq: int, token: str) -> bool:

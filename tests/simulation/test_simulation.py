@@ -123,6 +123,39 @@ def test_deleting_the_last_contact_of_the_former_address_deletes_its_opt_out_at_
     assert model.must_not_be_subscribed("a4x2") is None
 
 
+def test_a_crm_opt_out_made_before_the_esp_moved_the_member_goes_when_its_contact_is_deleted() -> None:
+    # the opt-out was carried to the new address by the move, but only the deleted contact held it
+    model = ReferenceModel()
+    model.record(1, T0, "a2", "subscribe", "crm:staff")
+    model.record(2, T0, "a2", "optout", "crm:phone")
+    model.carry(3, T0, "a2", "a2x3", "esp:address_change")
+    assert model.must_not_be_subscribed("a2x3")
+    model.contact_deleted(4, T0, "a2", last_one=True)
+    assert model.must_not_be_subscribed("a2x3") is None
+
+
+def test_a_new_subscription_at_the_former_address_has_opt_outs_of_its_own() -> None:
+    # signed up again (a form) or subscribed again after the person left: its opt-out is its own
+    for again in ("signup", "subscribe"):
+        model = subscribed_then_moved("a3", "a3x1", "esp:address_change")
+        if again == "signup":
+            model.signed_up(3, "a3", "esp:form_pending")
+        else:
+            model.record(3, T0, "a3", "subscribe", "esp:doi_confirmed", doi=True)
+        model.record(4, T0, "a3", "optout", "esp:unsubscribe")
+        assert model.must_not_be_subscribed("a3")
+        assert model.must_not_be_subscribed("a3x1") is None
+        # the event at the former address still keeps the model from claiming the new one
+        assert model.last_touch["a3x1"][0] == 4
+
+
+def test_deleting_the_last_contact_of_the_new_address_ends_its_link_to_the_former_one() -> None:
+    model = subscribed_then_moved("a6", "a6x2", "crm:email_change")
+    model.contact_deleted(3, T0, "a6x2", last_one=True)
+    model.record(4, T0, "a6", "optout", "crm:phone")
+    assert model.must_not_be_subscribed("a6x2") is None
+
+
 def test_a_manual_unsubscribe_counts_once_a_push_ran_whatever_changed_since() -> None:
     model = ReferenceModel()
     model.record(1, T0, "a0", "subscribe", "crm:staff")
