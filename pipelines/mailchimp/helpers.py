@@ -281,8 +281,12 @@ def members_table(account: str, list_id: str, members: list[dict[str, Any]], ext
 
 
 def rows_table(rows: list[dict[str, Any]], schema: pa.Schema, timestamp_columns: Sequence[str] = ()) -> pa.Table:
-    """Plain rows as Arrow with an explicit schema; ISO timestamps parsed."""
-    for row in rows:
-        for column in timestamp_columns:
-            row[column] = parse_timestamp(row.get(column))
-    return pa.Table.from_pylist(rows, schema=schema)
+    """Plain rows as Arrow with an explicit schema, column by column; ISO timestamps parsed
+    by Arrow (`timestamp_column`)."""
+    columns = [
+        timestamp_column([row.get(field.name) for row in rows])
+        if field.name in timestamp_columns
+        else pa.array([row.get(field.name) for row in rows], field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)

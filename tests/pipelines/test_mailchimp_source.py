@@ -472,3 +472,25 @@ def test_a_timestamp_column_reads_as_each_value_is_read() -> None:
         assert timestamp_column(values).to_pylist() == [parse_timestamp(value) for value in values]
     with pytest.raises(ValueError):
         timestamp_column(["yesterday"])
+
+
+def test_a_rows_table_holds_each_row_as_the_row_by_row_build_did() -> None:
+    """Report rows become Arrow column by column: the same values as a row-by-row build with
+    each timestamp parsed alone, missing keys null, and the rows left as they came."""
+    import pyarrow as pa
+
+    from pipelines.mailchimp.helpers import TS, parse_timestamp, rows_table
+
+    schema = pa.schema([("email_address", pa.string()), ("timestamp", TS), ("count", pa.int64())])
+    rows = [
+        {"email_address": "a@x.de", "timestamp": "2025-01-01T10:00:00+00:00", "count": 2},
+        {"email_address": "b@x.de", "timestamp": ""},
+        {"email_address": "c@x.de", "timestamp": "2025-06-01T12:30:00+02:00", "count": None, "extra": "x"},
+    ]
+    before = [dict(row) for row in rows]
+    expected = pa.Table.from_pylist(
+        [{**row, "timestamp": parse_timestamp(row.get("timestamp"))} for row in rows], schema=schema
+    )
+    assert rows_table(rows, schema, ["timestamp"]).equals(expected)
+    assert rows == before
+    assert rows_table([], schema, ["timestamp"]).num_rows == 0
