@@ -240,9 +240,7 @@ def close_done_decisions(db: duckdb.DuckDBPyConnection) -> int:
                 select 1 from marts.fct_list_reconciliation as reconciliation
                 where reconciliation.list_link_id = decision.list_link_id
                     and reconciliation.email_key = decision.email_key
-                    and reconciliation.esp_status in ('unsubscribed', 'bounced_hard')
-                    and coalesce(reconciliation.crm_status, 'unsubscribed')
-                        not in ('subscribed', 'pending', 'bounced_soft')
+                    and reconciliation.is_opted_out_on_both_sides
             )
         returning decision_id
         """,

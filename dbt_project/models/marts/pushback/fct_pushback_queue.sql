@@ -57,8 +57,7 @@ decisions as (
                     select 1 from reconciliation
                     where reconciliation.list_link_id = ranked_decisions.list_link_id
                         and reconciliation.email_key = ranked_decisions.email_key
-                        and reconciliation.esp_status in ('unsubscribed', 'bounced_hard')
-                        and coalesce(reconciliation.crm_status, 'unsubscribed') not in ('subscribed', 'pending', 'bounced_soft')
+                        and reconciliation.is_opted_out_on_both_sides
                 )
             )
         )

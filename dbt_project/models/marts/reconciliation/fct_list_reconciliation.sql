@@ -472,6 +472,11 @@ final as (
             as state_fingerprint,
         crm_task,
         crm_task_contact_id,
+        coalesce(
+            esp_status in ('unsubscribed', 'bounced_hard')
+                and coalesce(crm_status, 'unsubscribed') not in ('subscribed', 'pending', 'bounced_soft'),
+            false
+        ) as is_opted_out_on_both_sides,
 
         ---------- run
         cast({{ run_id() }} as {{ dbt.type_string() }}) as run_id,
