@@ -335,6 +335,9 @@ class ExtractionSettings(_Strict):
     backoff_seconds: float = Field(default=0.5, ge=0)
     max_retry_after_seconds: float = Field(default=60, ge=0)
     timeout_seconds: float = Field(default=60, gt=0)
+    # sent-to and unsubscribes of a campaign are read on every run until this many days after
+    # its send, once more after that, and then only by a full sync
+    report_window_days: float = Field(default=30, ge=0)
 
 
 class MailbridgeConfig(_Strict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dlt
@@ -560,11 +560,24 @@ def mailchimp_source(
                 if rows:
                     yield with_email_key(rows_table(rows, schema, timestamps), "email_address")
 
+        # campaigns whose per-recipient report was read completely after its window: settled,
+        # read again only by a full sync
+        settled: dict[str, str] = dlt.current.resource_state().setdefault("settled", {})
+        if full_refresh:
+            settled.clear()
+        window = timedelta(days=limits.report_window_days)
         for account in accounts:
             client = client_for(account)
             for campaign in sent_campaigns(account):
+                key = f"{account.name}/{campaign['id']}"
+                if key in settled:
+                    continue
+                started = _now()
                 read = recipient_tables(client, account, campaign)
-                yield from recorded_read(outcomes, account.name, resource, campaign["id"], read, run_id)
+                complete = yield from recorded_read(outcomes, account.name, resource, campaign["id"], read, run_id)
+                sent_at = parse_timestamp(campaign.get("send_time"))
+                if complete and sent_at is not None and sent_at + window <= started:
+                    settled[key] = format_timestamp(started)
         if not any(outcome["rows_fetched"] for outcome in outcomes):
             yield with_email_key(rows_table([], schema), "email_address")
         yield resource_extractions(outcomes)

@@ -494,3 +494,41 @@ def test_a_rows_table_holds_each_row_as_the_row_by_row_build_did() -> None:
     assert rows_table(rows, schema, ["timestamp"]).equals(expected)
     assert rows == before
     assert rows_table([], schema, ["timestamp"]).num_rows == 0
+
+
+def test_per_recipient_reports_of_a_campaign_past_its_window_are_read_once_more_then_settled(
+    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sent-to and unsubscribes are read on every run while a campaign is in its window after the
+    send; a complete read after it settles the campaign: incremental runs skip it, a full sync
+    reads it again. A read that failed settles nothing."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    emulator: RunningEmulator = serve_mailchimp(scenario, **failing_reads(r"/3\.0/reports/nl0001c02/sent-to"))
+    config = mailchimp_config(tmp_path, emulator, max_retries=1, report_window_days=0)
+    account = emulator.state.account_named("brand_main")
+    log = emulator.emulator.log
+
+    def recipient_reads(run_id: str, *, full_refresh: bool) -> set[tuple[str, str]]:
+        log.clear()
+        extract(config, full_refresh=full_refresh, run_id=run_id)
+        return {
+            (entry.path.split("/")[3], entry.path.split("/")[4])
+            for entry in log.snapshot()
+            if entry.path.endswith(("/sent-to", "/unsubscribed"))
+        }
+
+    every = {(c, r) for c in account.campaigns for r in ("sent-to", "unsubscribed")}
+    assert recipient_reads("first", full_refresh=True) == every
+    emulator.emulator.faults.configure(type(emulator.emulator.faults.settings)())
+    # only the read that failed is made again
+    assert recipient_reads("second", full_refresh=False) == {("nl0001c02", "sent-to")}
+    assert recipient_reads("third", full_refresh=False) == set()
+    assert recipient_reads("full", full_refresh=True) == every
+    with warehouse(config) as db:
+        sent = db.execute("select count(*) from raw_mailchimp.sent_to").fetchone()[0]
+    assert sent == sum(len(c.recipients) for c in account.campaigns.values())
+
+    # within the window, every run reads them again
+    config = mailchimp_config(tmp_path, emulator, max_retries=1, report_window_days=100_000)
+    assert recipient_reads("within", full_refresh=True) == every
+    assert recipient_reads("within again", full_refresh=False) == every
