@@ -338,6 +338,9 @@ class ExtractionSettings(_Strict):
     # sent-to and unsubscribes of a campaign are read on every run until this many days after
     # its send, once more after that, and then only by a full sync
     report_window_days: float = Field(default=30, ge=0)
+    # email activity is read again this far back from each campaign's cursor: events the ESP
+    # reports late, dated before the last read, are not missed (the merge keeps each once)
+    activity_reread_minutes: float = Field(default=60, ge=0)
 
 
 class MailbridgeConfig(_Strict):

@@ -517,7 +517,9 @@ def mailchimp_source(
             client = client_for(account)
             for campaign in sent_campaigns(account):
                 cursor_key = f"{account.name}/{campaign['id']}"
-                params = {} if full_refresh or cursor_key not in cursors else {"since": cursors[cursor_key]}
+                cursor = None if full_refresh else parse_timestamp(cursors.get(cursor_key))
+                reread = timedelta(minutes=limits.activity_reread_minutes)
+                params = {} if cursor is None else {"since": format_timestamp(cursor - reread)}
                 started = _now()
                 read = activity_tables(client, account, campaign, params)
                 # the cursor moves only past a complete read: a failed one is read again from it

@@ -532,3 +532,42 @@ def test_per_recipient_reports_of_a_campaign_past_its_window_are_read_once_more_
     config = mailchimp_config(tmp_path, emulator, max_retries=1, report_window_days=100_000)
     assert recipient_reads("within", full_refresh=True) == every
     assert recipient_reads("within again", full_refresh=False) == every
+
+
+def test_email_activity_is_read_again_a_window_back_from_its_cursor_and_kept_once(
+    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events the ESP reports late, dated before the last read, are read by the next one: it
+    asks `since` the cursor less the re-read window; the merge keeps every event once (a window
+    reaching back past every event reads them all again)."""
+    from datetime import UTC, datetime, timedelta
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    emulator: RunningEmulator = serve_mailchimp(scenario)
+    window = timedelta(days=20 * 365)
+    config = mailchimp_config(tmp_path, emulator, activity_reread_minutes=window.total_seconds() / 60)
+
+    def activity() -> tuple[int, int]:
+        with warehouse(config) as db:
+            rows = db.execute("select count(*) from raw_mailchimp.email_activity").fetchone()[0]
+            fetched = db.execute(
+                "select sum(rows_fetched) from raw_mailchimp.resource_extractions where resource = 'email_activity'"
+            ).fetchone()[0]
+        return rows, fetched
+
+    before_first = datetime.now(UTC).replace(microsecond=0)
+    extract(config, full_refresh=True, run_id="first")
+    after_first = datetime.now(UTC)
+    loaded, _ = activity()
+    emulator.emulator.log.clear()
+    extract(config, full_refresh=False, run_id="second")
+    asked = {
+        entry.query.get("since")
+        for entry in emulator.emulator.log.snapshot()
+        if entry.path == "/3.0/reports/nl0001c01/email-activity"
+    }
+    assert len(asked) == 1
+    since = datetime.fromisoformat(str(asked.pop()))
+    assert before_first - window <= since <= after_first - window
+    rows, fetched = activity()
+    assert loaded > 0 and fetched == loaded and rows == loaded
