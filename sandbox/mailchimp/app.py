@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from email_validator import EmailNotValidError, validate_email
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -113,6 +114,15 @@ def project(value: Any, include: dict[str, Any] | None, exclude: dict[str, Any] 
         sub_exclude = exclude.get(key) if exclude is not None else None
         out[key] = project(item, sub_include, sub_exclude or None)
     return out
+
+
+def dumps(body: Any) -> bytes:
+    """The answer's JSON, by orjson (what it cannot write, such as integers beyond 64 bits, by
+    the standard library)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
 def page_params(request: Request) -> tuple[int, int]:
@@ -347,12 +357,11 @@ class MailchimpEmulator:
                 for collection in ("members", "lists", "campaigns", "emails", "sent_to", "unsubscribes"):
                     if isinstance(body.get(collection), list):
                         entry.items = len(body[collection])
-                body = project(
-                    body,
-                    field_tree(request.query_params.get("fields")),
-                    field_tree(request.query_params.get("exclude_fields")),
-                )
-            payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+                include = field_tree(request.query_params.get("fields"))
+                exclude = field_tree(request.query_params.get("exclude_fields"))
+                if include is not None or exclude is not None:  # no copy when nothing is filtered
+                    body = project(body, include, exclude)
+            payload = dumps(body)
             if kind == "truncated":
                 payload = payload[: max(1, len(payload) // 2)]
             if kind == "malformed":

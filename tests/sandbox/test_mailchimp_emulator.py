@@ -402,3 +402,15 @@ def test_a_fault_rule_with_a_limit_goes_quiet_after_it(mailchimp: RunningEmulato
     mailchimp.emulator.faults.configure(FaultSettings(rules=[rule]))
     codes = [httpx.get(f"{mailchimp.base_url}/lists", auth=("x", KEY)).status_code for _ in range(5)]
     assert codes[2:] == [200, 200, 200] and all(code >= 500 for code in codes[:2])
+
+
+def test_answers_are_written_by_orjson_and_the_rest_by_the_standard_library() -> None:
+    import json
+
+    from sandbox.mailchimp.app import dumps
+
+    body = {"members": [{"email_address": "jürgen@müller.de", "stats": {"avg_open_rate": 0.5}, "tags": []}]}
+    assert json.loads(dumps(body)) == body
+    assert "jürgen".encode() in dumps(body)
+    huge = {"total_items": 2**70}
+    assert json.loads(dumps(huge)) == huge
