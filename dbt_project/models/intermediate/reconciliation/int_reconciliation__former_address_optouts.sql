@@ -10,13 +10,22 @@ links as (
 
 ),
 
+-- mailbridge's attempts that may have reached the ESP: all but those it refused or skipped (a
+-- push killed before it heard back leaves a failed attempt whose write took effect)
+attempts as (
+
+    select * from {{ source('ops', 'pushback_outbox') }}
+    where status not in ('rejected', 'stale')
+
+),
+
 -- former addresses mailbridge unsubscribed itself, because their contact moved on from them:
 -- no opt-out of the person
 retired_addresses as (
 
     select distinct list_link_id, retired_email_key as email_key
-    from {{ source('ops', 'pushback_outbox') }}
-    where retired_email_key is not null and status in ('sent', 'confirmed')
+    from attempts
+    where retired_email_key is not null
 
 ),
 
@@ -69,8 +78,8 @@ address_optouts as (
 sent_unsubscribes as (
 
     select list_link_id, email_key, attempted_at, updated_at
-    from {{ source('ops', 'pushback_outbox') }}
-    where action = 'unsubscribe' and target like 'esp:%' and status in ('sent', 'confirmed')
+    from attempts
+    where action = 'unsubscribe' and target like 'esp:%'
 
 ),
 
@@ -79,8 +88,8 @@ sent_unsubscribes as (
 sent_subscribes as (
 
     select list_link_id, email_key, attempted_at
-    from {{ source('ops', 'pushback_outbox') }}
-    where action in ('transmit', 'start_doi') and target like 'esp:%' and status in ('sent', 'confirmed')
+    from attempts
+    where action in ('transmit', 'start_doi') and target like 'esp:%'
 
 ),
 
