@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -383,3 +384,52 @@ def test_an_unsubscribe_task_word_on_a_duplicate_contact_runs_and_is_cleared_the
     assert world.assignment(20)["aufgabe"] is None
     world.sync()
     assert "unsubscribe" not in world.queue("beide@beispiel.de")
+
+
+def test_a_member_that_moved_on_from_an_opted_out_address_is_unsubscribed_with_its_new_crm_contact(
+    world: World,
+) -> None:
+    """The CRM contact opted out by phone; before the push carried it to the ESP, the member
+    changed its address there. The push unsubscribed the former address (a new member), and
+    the moved member, unknown to the CRM, came to the CRM subscribed: the opt-out reached it
+    only one push later, from the contact that push had made."""
+    engine = sa.create_engine(world.crm_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "update verteiler_zuordnungen set status = 'abgemeldet', status_datum = :now, "
+                "status_gesetzt_von = 'telefon' where kontakt_id = 10"
+            ),
+            {"now": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")},
+        )
+    engine.dispose()
+    world.sync()
+    assert world.queue("beide@beispiel.de") == {"unsubscribe": ("policy", "ready")}
+    key = world.scenario.account("brand_main").api_key
+    answer = httpx.patch(
+        f"{world.emulator.base_url}/lists/nl0001/members/{subscriber_hash('beide@beispiel.de')}",
+        json={"email_address": "neu@beispiel.de"},
+        auth=("mailbridge", key),
+    )
+    assert answer.status_code == 200, answer.text
+    push(world.config, run_id="push-stale-view")
+    assert world.member("beide@beispiel.de").status == "unsubscribed"
+    assert world.member("neu@beispiel.de").status == "subscribed"
+    world.sync()
+    assert world.reconciliation("neu@beispiel.de")["rule"] == "former_address_opted_out_at_esp"
+    assert world.queue("neu@beispiel.de") == {
+        "unsubscribe": ("policy", "ready"),
+        "create_contact": ("policy", "ready"),
+    }
+    push(world.config, run_id="push-moved")
+    assert world.member("neu@beispiel.de").status == "unsubscribed"
+    (created,) = crm_query(
+        world.crm_url,
+        "select zuordnung.status from verteiler_zuordnungen as zuordnung "
+        "join kontakte on kontakte.kontakt_id = zuordnung.kontakt_id "
+        "where kontakte.email_adresse = 'neu@beispiel.de' and zuordnung.verteiler_id = 'NL'",
+    )
+    assert created["status"] == "abgemeldet"
+    world.sync()
+    assert world.queue("neu@beispiel.de") == {}
+    assert world.reconciliation("neu@beispiel.de")["result"] == "in_sync"

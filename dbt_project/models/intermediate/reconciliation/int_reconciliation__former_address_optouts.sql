@@ -1,7 +1,8 @@
 -- The latest opt-out at an address a CRM contact has left that still speaks for them: one row
--- per list link and contact. The reconciliation weighs it against the status at the contact's
--- address now (a status time that cannot order the opt-out before the subscribe there lets
--- the opt-out win).
+-- per list link and contact, and, for an ESP member that moved on from the address and has no
+-- CRM contact on the list (yet), one per list link and its address now. The reconciliation
+-- weighs it against the status at the address now (a status time that cannot order the
+-- opt-out before the subscribe there lets the opt-out win).
 with
 
 links as (
@@ -30,25 +31,35 @@ retired_addresses as (
 ),
 
 -- the addresses CRM contacts have left, per list link, and when they left them: by the CRM's
--- history, and by the ESP's (an address the ESP contact of the contact's address moved on
--- from, which keeps its contact id: the CRM contact of the new address may have no history
--- of it)
+-- history, and by the ESP's (an address the ESP contact moved on from, which keeps its
+-- contact id: the CRM contact of the new address may have no history of it, and the CRM may
+-- have no contact there yet; such a member is named by its address now)
 former_addresses as (
 
-    select links.list_link_id, history.crm_contact_id, history.former_email_key, history.changed_at as left_at
+    select
+        links.list_link_id,
+        history.crm_contact_id,
+        cast(null as {{ dbt.type_string() }}) as member_email_key,
+        history.former_email_key,
+        history.changed_at as left_at
     from {{ ref('int_crm__address_history') }} as history
     cross join links
 
     union all
 
-    select crm_now.list_link_id, crm_now.crm_contact_id, former.email_key as former_email_key, former.last_seen_at
+    select
+        esp_now.list_link_id,
+        crm_now.crm_contact_id,
+        case when crm_now.crm_contact_id is null then esp_now.email_key end as member_email_key,
+        former.email_key as former_email_key,
+        former.last_seen_at
     from {{ ref('int_esp__member_addresses') }} as former
     inner join {{ ref('int_reconciliation__esp_side') }} as esp_now
         on former.esp_account = esp_now.esp_account
         and former.esp_list_id = esp_now.esp_list_id
         and former.esp_contact_id = esp_now.esp_contact_id
         and former.email_key <> esp_now.email_key
-    inner join {{ ref('int_reconciliation__crm_side') }} as crm_now
+    left join {{ ref('int_reconciliation__crm_side') }} as crm_now
         on esp_now.list_link_id = crm_now.list_link_id
         and esp_now.email_key = crm_now.email_key
 
@@ -104,6 +115,7 @@ final as (
     select
         moves.list_link_id,
         moves.crm_contact_id,
+        moves.member_email_key as email_key,
         max(address_optouts.opted_out_at) as opted_out_at
 
     from former_addresses as moves
@@ -131,7 +143,7 @@ final as (
                 and sent_subscribes.email_key = moves.former_email_key
                 and sent_subscribes.attempted_at > moves.left_at
         )
-    group by moves.list_link_id, moves.crm_contact_id
+    group by moves.list_link_id, moves.crm_contact_id, moves.member_email_key
 
 )
 

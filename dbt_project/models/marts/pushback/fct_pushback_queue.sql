@@ -188,10 +188,12 @@ requested as (
 
     -- a status that moved with an address change at the ESP: both go in one push. So does the
     -- CRM's half of an ESP unsubscribe, with the status it resolves to (the ESP's is still the
-    -- one before the push)
+    -- one before the push): a new status, or a new assignment or contact for a member the CRM
+    -- does not have on the list
     {{ policy_request(
         'status_action', 4,
-        "case when status_action = 'set_status' and resolved_status <> coalesce(esp_status, '') then resolved_status end"
+        "case when status_action in ('set_status', 'create_assignment', 'create_contact')
+            and resolved_status <> coalesce(esp_status, '') then resolved_status end"
     ) }}
     from candidates
     where status_action is not null

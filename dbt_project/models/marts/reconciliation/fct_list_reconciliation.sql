@@ -78,10 +78,19 @@ doi_started as (
 
 ),
 
--- the latest opt-out at an address each contact has left that still speaks for them
+-- the latest opt-out at an address each contact has left that still speaks for them; an ESP
+-- member with no CRM contact on the list is named by its address
 former_address_optouts as (
 
     select * from {{ ref('int_reconciliation__former_address_optouts') }}
+    where crm_contact_id is not null
+
+),
+
+member_former_address_optouts as (
+
+    select * from {{ ref('int_reconciliation__former_address_optouts') }}
+    where crm_contact_id is null
 
 ),
 
@@ -140,14 +149,23 @@ compared as (
             false
         ) as within_doi_grace,
         -- not older than the status of the address now: the CRM's, and the ESP's subscribe or DOI
-        former_address_optouts.crm_contact_id is not null
-            and coalesce(former_address_optouts.opted_out_at >= pairs.crm_status_changed_at, true)
+        coalesce(former_address_optouts.opted_out_at, member_former_address_optouts.opted_out_at) is not null
+            and coalesce(
+                coalesce(former_address_optouts.opted_out_at, member_former_address_optouts.opted_out_at)
+                    >= pairs.crm_status_changed_at,
+                true
+            )
             and (
                 not coalesce(pairs.esp_status in ('subscribed', 'bounced_soft', 'pending'), false)
-                or coalesce(former_address_optouts.opted_out_at >= pairs.esp_status_changed_at, true)
+                or coalesce(
+                    coalesce(former_address_optouts.opted_out_at, member_former_address_optouts.opted_out_at)
+                        >= pairs.esp_status_changed_at,
+                    true
+                )
             )
             as is_opted_out_at_former_address,
-        former_address_optouts.opted_out_at as former_address_opted_out_at,
+        coalesce(former_address_optouts.opted_out_at, member_former_address_optouts.opted_out_at)
+            as former_address_opted_out_at,
         policy.transmit_new_members,
         policy.email_change_is_consent
 
@@ -175,6 +193,10 @@ compared as (
     left join former_address_optouts
         on pairs.list_link_id = former_address_optouts.list_link_id
         and pairs.crm_contact_id = former_address_optouts.crm_contact_id
+    left join member_former_address_optouts
+        on pairs.crm_contact_id is null
+        and pairs.list_link_id = member_former_address_optouts.list_link_id
+        and pairs.email_key = member_former_address_optouts.email_key
 
 ),
 
@@ -236,6 +258,10 @@ decided as (
                 and coalesce(esp_status_changed_at <= former_address_changed_at, true)
                 then 'former_address_still_subscribed'
             when in_esp and coalesce(is_former_address, false) and not esp_subscribed then 'former_address_retired'
+            -- an ESP member the CRM has no contact for on the list, that moved on from an address
+            -- the person opted out at: unsubscribed, and the CRM learns of it unsubscribed
+            when in_esp and is_opted_out_at_former_address and (esp_subscribed or esp_status = 'pending')
+                then 'former_address_opted_out_at_esp'
             when in_esp and is_known_contact then 'esp_member_crm_contact'
             when in_esp then 'esp_member_unknown_to_crm'
             when crm_subscribed and is_opted_out_at_former_address then 'former_address_opted_out_at_esp'
@@ -363,6 +389,7 @@ final as (
             when rule = 'email_changed_at_esp' then 'update_crm_email'
             when rule = status_rule and status_rule_action is not null then status_rule_action
             when rule = 'former_address_still_subscribed' then 'unsubscribe'
+            when rule = 'former_address_opted_out_at_esp' and not in_crm and in_esp then 'unsubscribe'
             when rule = 'former_address_opted_out_at_esp' then 'set_status'
             when rule = 'fields_differ_crm_wins' then 'update_fields'
             when rule = 'fields_differ_esp_wins' then 'update_crm_fields'
@@ -381,6 +408,8 @@ final as (
             when rule = 'email_changed_at_esp' then status_rule_action
             when rule = 'former_address_opted_out_at_esp' and status_rule_action = 'unsubscribe'
                 and (crm_subscribed or crm_status = 'pending') then 'set_status'
+            when rule = 'former_address_opted_out_at_esp' and not in_crm and in_esp then
+                case when is_known_contact then 'create_assignment' else 'create_contact' end
         end as status_action,
         nullif(concat_ws('; ',
             case when contact_note like 'duplicate_contacts_undecided%' then contact_note end,
