@@ -60,7 +60,9 @@ def mailbridge_dbt_models(
     names each failed test or model, with the first rows a failed test found. The warehouse
     resource is what holds the warehouse lock for the run."""
     with dbt_run_id(context.run_id):
-        invocation = dbt.cli([*DBT_BUILD], context=context, raise_on_error=False)
+        invocation = dbt.cli(
+            [*DBT_BUILD], context=context, raise_on_error=False, target_path=dbt_target_path(Path(warehouse.path))
+        )
     yield from invocation.stream()
     error = invocation.get_error()
     if error is None:
@@ -70,6 +72,13 @@ def mailbridge_dbt_models(
     except (OSError, ValueError):
         raise error from None  # dbt stopped before it ran anything: its own message says why
     raise dg.Failure(description=describe_dbt_failures(run_results, Path(warehouse.path)))
+
+
+def dbt_target_path(warehouse: Path) -> Path:
+    """dbt's target folder for the builds of one warehouse, beside it: the same one every run, so
+    dbt parses only what changed since the last build (its partial-parse file is valid for one
+    warehouse path only: the profile is part of it), and runs leave no folder each behind."""
+    return warehouse.resolve().parent / "dbt_target"
 
 
 SAMPLE_ROWS = 5

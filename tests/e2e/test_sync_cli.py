@@ -159,6 +159,12 @@ def test_full_then_incremental_sync_through_dagster(tmp_path: Path, serve_mailch
     assert {run.job_name for run in runs} == {"full_sync", "incremental_sync"}
     assert len(runs) == 3
 
+    # every build of the warehouse used one dbt target folder beside it, and the later ones
+    # parsed only what changed (a folder of its own per run reparsed the project every time)
+    log = (tmp_path / "dbt_target" / "dbt.log").read_text("utf-8")
+    assert log.count("running dbt with arguments") == 3
+    assert log.count("Unable to do partial parsing") <= 1
+
 
 def test_wrong_api_key_fails_the_sync_with_a_clear_message(
     tmp_path: Path, serve_mailchimp: Any, small_scenario: Any
