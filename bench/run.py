@@ -1,5 +1,6 @@
 """Benchmarks: the demo full sync at several sizes, the email-key throughput, pushing 10k
-actions (the writer alone and the whole push), and 10k CRM writes.
+actions (the writer alone and the whole push), 10k CRM writes, and mailbridge's Mailchimp
+extraction side by side with a plain dlt `rest_api` pull of the same resources.
 
 Run with `make bench` (or `make bench ARGS="--contacts 10000 100000 1000000"`). Timings are
 medians of the repeats; compare figures measured side by side in one run.
@@ -14,8 +15,12 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from mailbridge.email_key import email_keys, try_email_key
 
@@ -79,8 +84,8 @@ def push_actions(actions: int, repeats: int) -> dict[str, float]:
 
 def crm_write_back(actions: int, repeats: int) -> dict[str, float]:
     """CRM write-back on SQLite: `actions` set_status writes, each behind its optimistic check."""
-    import tempfile
     from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
 
     import sqlalchemy as sa
 
@@ -109,14 +114,14 @@ def crm_write_back(actions: int, repeats: int) -> dict[str, float]:
                     action="set_status",
                     action_source="policy",
                     list_link_id="bench",
-                    crm_list_id=list_id,
+                    crm_list_id=str(list_id),
                     crm_contact_id=str(contact_id),
                     email_address="bench@beispiel.de",
                     set_by="mailbridge:mailchimp:bench",
                     esp_status="bounced_soft",
                     esp_status_changed_at=datetime(2026, 1, 1, tzinfo=UTC),
-                    extracted_status_value=status,
-                    extracted_status_changed_at=_as_utc(changed_at, UTC),
+                    extracted_status_value=str(status),
+                    extracted_status_changed_at=_as_utc(changed_at, ZoneInfo("UTC")),
                 )
                 for i, (contact_id, list_id, status, changed_at) in enumerate(rows)
             ]
@@ -135,7 +140,6 @@ def crm_write_back(actions: int, repeats: int) -> dict[str, float]:
 def push_end_to_end(actions: int) -> dict[str, float]:
     """`push()` of `actions` ready transmits: queue read, outbox planned, batches to the
     emulator (10 connections at most), outcomes recorded; then the verifying sync confirms."""
-    import tempfile
 
     import yaml
 
@@ -219,18 +223,295 @@ def demo_full_sync(contacts: int, repeats: int) -> dict[str, float]:
     }
 
 
+def _run_measured(args: list[str], env: dict[str, str], *, json_output: bool = True) -> dict[str, Any]:
+    """A child process to its end: wall and CPU seconds, peak RSS, its output (the rows of its
+    JSON output line)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        child = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=errors)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        errors.seek(0)
+        if child.returncode != 0:
+            raise SystemExit(f"{' '.join(args[2:4])} failed:\n{errors.read().decode(errors='replace')[-3000:]}")
+        output = out.read().decode()
+    lines = output.strip().splitlines()
+    return {
+        "wall_seconds": wall,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "rows": json.loads(lines[-1]) if json_output and lines else {},
+        "output": output,
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a running process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 300) -> None:
+    import socket
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the bench sandbox stopped (exit {process.returncode})")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"the bench sandbox did not open port {port} in {seconds:.0f}s")
+
+
+def extraction_side_by_side(contacts: int, repeats: int, port: int = 8499) -> dict[str, Any]:
+    """mailbridge's Mailchimp extraction against a plain dlt `rest_api` pull of the same
+    resources (bench/extract.py), from one sandbox, alternating which goes first, each a full
+    extraction into a fresh warehouse: medians of wall and CPU seconds, peak RSS, and the ratio.
+    The sandbox's own CPU seconds are measured beside each run (the machine is shared)."""
+    with tempfile.TemporaryDirectory() as folder_name:
+        folder = Path(folder_name)
+        config_file, env, _ = _bench_world(folder, contacts, port)
+        runs: dict[str, list[dict[str, Any]]] = {"mailbridge": [], "rest_api": []}
+        with _bench_sandbox(folder, port, env) as sandbox:
+            for repeat in range(repeats):
+                order = ["mailbridge", "rest_api"] if repeat % 2 == 0 else ["rest_api", "mailbridge"]
+                for kind in order:
+                    warehouse = folder / f"{kind}-{repeat}" / "warehouse.duckdb"
+                    warehouse.parent.mkdir()
+                    before = _cpu_seconds(sandbox.pid)
+                    measured = _run_measured(
+                        [sys.executable, "-m", "bench.extract", kind, str(config_file), str(warehouse)], env
+                    )
+                    measured["sandbox_cpu_seconds"] = _cpu_seconds(sandbox.pid) - before
+                    runs[kind].append(measured)
+            sandbox_peak = _peak_rss_mib(sandbox.pid)
+
+    def summary(kind: str) -> dict[str, Any]:
+        measured = runs[kind]
+        return {
+            "wall_median_seconds": round(statistics.median(m["wall_seconds"] for m in measured), 2),
+            "cpu_median_seconds": round(statistics.median(m["cpu_seconds"] for m in measured), 2),
+            "sandbox_cpu_median_seconds": round(statistics.median(m["sandbox_cpu_seconds"] for m in measured), 2),
+            "peak_rss_mib": round(max(m["peak_rss_mib"] for m in measured)),
+            "walls": [round(m["wall_seconds"], 2) for m in measured],
+            "rows": measured[-1]["rows"],
+        }
+
+    mailbridge, rest_api = summary("mailbridge"), summary("rest_api")
+    return {
+        "contacts": contacts,
+        "repeats": repeats,
+        "mailbridge": mailbridge,
+        "rest_api": rest_api,
+        "speedup_wall": round(rest_api["wall_median_seconds"] / mailbridge["wall_median_seconds"], 2),
+        "speedup_cpu": round(rest_api["cpu_median_seconds"] / mailbridge["cpu_median_seconds"], 2),
+        "sandbox_peak_rss_mib": round(sandbox_peak),
+    }
+
+
+def _bench_world(folder: Path, contacts: int, port: int) -> tuple[Path, dict[str, str], Any]:
+    """A generated world in `folder`: its scenario, a config whose ESPs are the bench sandbox on
+    `port` and whose CRM is a SQLite file written from the scenario; the environment with the
+    sandbox keys."""
+    import yaml
+
+    from mailbridge.config import load_config
+    from sandbox.crm_db import write_crm
+    from sandbox.generator import generate_scenario
+
+    scenario = generate_scenario(contacts=contacts, seed=42)
+    scenario.save(folder / "world")
+    raw = yaml.safe_load((ROOT / "mailbridge.yaml").read_text("utf-8"))
+    for account in raw["esp_accounts"]:
+        account["base_url"] = f"http://127.0.0.1:{port}/3.0"
+    raw["crm"]["url"] = f"sqlite:///{folder}/crm.sqlite"
+    raw["warehouse"] = str(folder / "warehouse" / "warehouse.duckdb")
+    config_file = folder / "mailbridge.yaml"
+    config_file.write_text(yaml.safe_dump(raw), "utf-8")
+    config = load_config(config_file)
+    write_crm(scenario.tables, config.crm.connection_url(config.base_dir), config.crm)
+    env = dict(os.environ)
+    env.pop("MAILBRIDGE_WAREHOUSE", None)
+    env["DAGSTER_HOME"] = str(folder / "dagster")
+    for spec, account in zip(raw["esp_accounts"], scenario.accounts, strict=True):
+        env[spec["api_key_env"]] = account.api_key
+    return config_file, env, scenario
+
+
+@contextmanager
+def _bench_sandbox(folder: Path, port: int, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    sandbox = subprocess.Popen(
+        [sys.executable, "-m", "mailbridge.cli", "sandbox", "--scenario", str(folder / "world"), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, sandbox)
+        yield sandbox
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=30)
+
+
+def _step_seconds(dagster_home: Path, run_id: str) -> dict[str, float]:
+    """Seconds per step of a Dagster run (the sync's phases), from the instance's event log."""
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))) as instance:
+        return {
+            stats.step_key: round(stats.end_time - stats.start_time, 2)
+            for stats in instance.get_run_step_stats(run_id)
+            if stats.start_time is not None and stats.end_time is not None
+        }
+
+
+def _change_one_percent(config_file: Path, scenario: Any, round_: int) -> int:
+    """1 % of the world changed on both sides: CRM names (with their modified time) and
+    statuses, ESP merge fields and unsubscribes through the API. Returns the changes made."""
+    import httpx
+    import sqlalchemy as sa
+
+    from mailbridge.config import load_config
+    from pipelines.mailchimp.helpers import subscriber_hash
+
+    config = load_config(config_file)
+    contacts = scenario.table("crm_contacts")
+    step = 100
+    changed_ids = contacts["contact_id"].to_list()[round_ % step :: step]
+    now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    engine = sa.create_engine(config.crm.connection_url(config.base_dir))
+    with engine.begin() as connection:
+        half = len(changed_ids) // 2
+        connection.execute(
+            sa.text(f"update kontakte set vorname = 'Bench{round_}', geaendert_am = :now where kontakt_id = :id"),
+            [{"now": now, "id": contact_id} for contact_id in changed_ids[:half]],
+        )
+        connection.execute(
+            sa.text(
+                "update verteiler_zuordnungen set status = 'abgemeldet', status_datum = :now, "
+                "status_gesetzt_von = 'bench' where kontakt_id = :id"
+            ),
+            [{"now": now, "id": contact_id} for contact_id in changed_ids[half:]],
+        )
+    engine.dispose()
+    members = scenario.table("esp_members")
+    rows = members.rows(named=True)[round_ % step :: step]
+    keys = {account.name: account.api_key for account in scenario.accounts}
+    base_url = str(config.esp_accounts[0].base_url)
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for index, row in enumerate(rows):
+            body: dict[str, Any] = (
+                {"merge_fields": {"FNAME": f"Bench{round_}"}} if index % 2 else {"status": "unsubscribed"}
+            )
+            client.patch(
+                f"/lists/{row['list_id']}/members/{subscriber_hash(row['email'])}",
+                json=body,
+                auth=("bench", keys[row["account"]]),
+            )
+    return len(changed_ids) + len(rows)
+
+
+def sync_phases(contacts: int, repeats: int, port: int = 8498) -> dict[str, Any]:
+    """`mailbridge sync --full`, then `mailbridge sync` with nothing changed and with 1 % changed,
+    `repeats` times each, as the CLI runs them (Dagster in process): wall and CPU seconds, the
+    peak RSS of the sync process and of the sandbox, and the seconds of each phase (Dagster
+    step). Medians."""
+    with tempfile.TemporaryDirectory() as folder_name:
+        folder = Path(folder_name)
+        config_file, env, scenario = _bench_world(folder, contacts, port)
+        results: dict[str, list[dict[str, Any]]] = {"full": [], "incremental_unchanged": [], "incremental_1pct": []}
+        with _bench_sandbox(folder, port, env) as sandbox:
+            for round_ in range(repeats):
+                for kind in results:
+                    changes = _change_one_percent(config_file, scenario, round_) if "1pct" in kind else 0
+                    args = [sys.executable, "-m", "mailbridge.cli", "sync", "--config", str(config_file)]
+                    if kind == "full":
+                        args.append("--full")
+                    before = _cpu_seconds(sandbox.pid)
+                    measured = _run_measured(args, env, json_output=False)
+                    measured["sandbox_cpu_seconds"] = _cpu_seconds(sandbox.pid) - before
+                    match = re.search(r"Dagster run\s+([0-9a-f-]{36})", measured["output"])
+                    measured["phases"] = _step_seconds(folder / "dagster", match.group(1)) if match else {}
+                    measured["changes"] = changes
+                    results[kind].append(measured)
+            sandbox_peak = _peak_rss_mib(sandbox.pid)
+
+    def summary(measured: list[dict[str, Any]]) -> dict[str, Any]:
+        steps = sorted({step for m in measured for step in m["phases"]})
+        return {
+            "wall_median_seconds": round(statistics.median(m["wall_seconds"] for m in measured), 1),
+            "cpu_median_seconds": round(statistics.median(m["cpu_seconds"] for m in measured), 1),
+            "sandbox_cpu_median_seconds": round(statistics.median(m["sandbox_cpu_seconds"] for m in measured), 1),
+            "peak_rss_mib": round(max(m["peak_rss_mib"] for m in measured)),
+            "phases_median_seconds": {
+                step: round(statistics.median(m["phases"].get(step, 0.0) for m in measured), 1) for step in steps
+            },
+            "changes": measured[-1]["changes"],
+        }
+
+    return {
+        "contacts": contacts,
+        "repeats": repeats,
+        **{kind: summary(measured) for kind, measured in results.items()},
+        "sandbox_peak_rss_mib": round(sandbox_peak),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--contacts", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--repeats", type=int, default=1, help="full syncs per size")
+    parser.add_argument(
+        "--extraction-contacts",
+        type=int,
+        default=100_000,
+        help="world size of the side-by-side extraction against plain dlt rest_api (0: skip it)",
+    )
+    parser.add_argument(
+        "--sync-contacts",
+        type=int,
+        nargs="*",
+        default=[100_000],
+        help="world sizes of the full and incremental syncs with their phases (none: skip them)",
+    )
+    parser.add_argument("--only", choices=["extraction", "syncs"], help="run only this part")
     args = parser.parse_args()
-    report = {
+    if args.only is not None:
+        part: dict[str, Any] = (
+            {"extraction_vs_rest_api": extraction_side_by_side(args.extraction_contacts, 3)}
+            if args.only == "extraction"
+            else {"syncs": [sync_phases(n, 3) for n in args.sync_contacts]}
+        )
+        _write(part)
+        return
+    report: dict[str, Any] = {
         "email_key": email_key_throughput(200_000, 3),
         "push": push_actions(10_000, 3),
         "crm_write_back_sqlite": crm_write_back(10_000, 3),
         "push_end_to_end": push_end_to_end(10_000),
         "full_sync": [demo_full_sync(n, args.repeats) for n in args.contacts],
     }
+    if args.extraction_contacts:
+        report["extraction_vs_rest_api"] = extraction_side_by_side(args.extraction_contacts, 3)
+    report["syncs"] = [sync_phases(n, 3) for n in args.sync_contacts]
+    _write(report)
+
+
+def _write(report: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2), "utf-8")
