@@ -8,7 +8,9 @@ rules or SQL. Its two claims:
 - `must_stay_subscribed`: its latest consent event is a DOI confirmation at the ESP that
   is later than every opt-out by at least ORDERABLE_GAP on the clock (evidence both sides
   can order), and nothing but profile edits happened to the address since; an address a
-  CRM user asked to remove (a delete task) is not claimed.
+  CRM user asked to remove (a delete task) is not claimed, nor a confirmation made before
+  the sync → push → sync cycle that carried out an unsubscribe task word (the CRM keeps no
+  time for a task word: the cycle dates it).
 An address change carries the consent history to the new address, and an opt-out of the
 former address after the change counts for the new one too (the same person: a CRM opt-out of
 the address the CRM still holds after the ESP moved the member, or of a duplicate contact still
@@ -38,6 +40,7 @@ class ConsentEvent:
     source: str
     doi: bool = False
     origin: str = ""  # the former address an opt-out was made at, for one counted at the new address
+    cycle: int = 0  # the completed sync → push → sync cycles before it
 
 
 @dataclass
@@ -53,6 +56,9 @@ class ReferenceModel:
     # addresses a CRM user asked to remove from the list (a delete task): a standing instruction
     # the CRM keeps no time for, so no later confirmation can be ordered against it
     removals: set[str] = field(default_factory=set)
+    # completed sync → push → sync cycles: an unsubscribe task word, which the CRM keeps no time
+    # for, is carried out (and so dated) by the first one after it
+    cycles: int = 0
 
     def record(self, seq: int, at: datetime, token: str, kind: str, source: str, *, doi: bool = False) -> None:
         """A consent event of the address. An opt-out also speaks for every address the person
@@ -65,7 +71,9 @@ class ReferenceModel:
             # a hard bounce says the address is undeliverable, nothing about the person's wish
             if alias == token or (kind == "optout" and source != "esp:hard_bounce"):
                 origin = "" if alias == token else token
-                self.consent.setdefault(alias, []).append(ConsentEvent(seq, at, kind, source, doi, origin))
+                self.consent.setdefault(alias, []).append(
+                    ConsentEvent(seq, at, kind, source, doi, origin, self.cycles)
+                )
         for alias in self._moved_on(token, self.moved_ever):
             self.touch(seq, alias, source, status_change=True)
 
@@ -137,6 +145,10 @@ class ReferenceModel:
         self.pending_unsubscribes.pop(token, None)
         self.touch(seq, token, f"decide:{action}")
 
+    def cycle_completed(self) -> None:
+        """A sync → push → sync cycle ran whole: the task words set before it were carried out."""
+        self.cycles += 1
+
     def push_ran(self) -> None:
         for token, (seq, at) in self.pending_unsubscribes.items():
             self.consent.setdefault(token, []).append(ConsentEvent(seq, at, "optout", "decide:unsubscribe"))
@@ -165,6 +177,10 @@ class ReferenceModel:
         optouts = [e for e in events if e.kind == "optout"]
         if optouts and latest.at < max(e.at for e in optouts) + ORDERABLE_GAP:
             return None  # the clocks cannot order the confirmation after the opt-out
+        if any(e.source.startswith("crm:task:") and e.cycle == latest.cycle for e in optouts):
+            # an unsubscribe task word has no time in the CRM: only once a cycle carried it out
+            # (the ESP dates its unsubscribe) can a confirmation be ordered after it
+            return None
         return f"DOI confirmed at the ESP at {latest.at:%H:%M:%S} (event #{latest.seq}), after every opt-out"
 
     def tokens(self) -> set[str]:

@@ -137,6 +137,8 @@ def run_world(
                     outbox = world.outbox()
                     for lane in lanes:
                         report(check_cycle(world, lane, step, complete=burst is None, outbox=outbox))
+                        if burst is None:
+                            lane.reference.cycle_completed()
                     if burst is None:
                         rerun = pushed(step, "no-change rerun push", rerun=True)
                         rerun_rows = world.outbox(rerun)

@@ -66,6 +66,18 @@ def test_a_doi_confirmed_well_after_the_opt_out_must_be_kept_until_something_els
     assert model.must_stay_subscribed("a0") is None
 
 
+def test_a_confirmation_is_ordered_after_an_unsubscribe_task_word_only_once_a_cycle_carried_it_out() -> None:
+    # the CRM keeps no time for a task word: mailbridge carries it out at the next push after a
+    # sync, and a DOI confirmed before that cannot be ordered after it (seed 535 of a thousand)
+    model = ReferenceModel()
+    model.record(1, T0, "a1", "optout", "crm:task:abmelden")
+    model.record(2, T0 + timedelta(seconds=30), "a1", "subscribe", "esp:doi_confirmed", doi=True)
+    assert model.must_stay_subscribed("a1") is None
+    model.cycle_completed()
+    model.record(3, T0 + timedelta(seconds=90), "a1", "subscribe", "esp:doi_confirmed", doi=True)
+    assert model.must_stay_subscribed("a1")
+
+
 def test_an_address_change_carries_the_opt_out_and_a_blocklist_entry_is_forever() -> None:
     model = ReferenceModel()
     model.record(1, T0, "a0", "optout", "crm:phone")
