@@ -71,9 +71,7 @@ class ReferenceModel:
             # a hard bounce says the address is undeliverable, nothing about the person's wish
             if alias == token or (kind == "optout" and source != "esp:hard_bounce"):
                 origin = "" if alias == token else token
-                self.consent.setdefault(alias, []).append(
-                    ConsentEvent(seq, at, kind, source, doi, origin, self.cycles)
-                )
+                self.consent.setdefault(alias, []).append(ConsentEvent(seq, at, kind, source, doi, origin, self.cycles))
         for alias in self._moved_on(token, self.moved_ever):
             self.touch(seq, alias, source, status_change=True)
 
