@@ -165,7 +165,7 @@ def _build_world(seed: int, folder: Path) -> World:
         config = project_config(template, emulator.base_url)
         write_crm(scenario.tables, config.crm.connection_url(config.base_dir), config.crm)
         run_extractions(config, full_refresh=True, run_id="reference")
-        built = run_dbt_build(config.warehouse_path(), folder / "target", "reference")
+        built = run_dbt_build(config.warehouse_path(), folder / "target", "reference", unit_tests=False)
         if built.returncode != 0:
             raise RuntimeError(f"dbt build of world {seed} failed:\n{built.stdout[-3000:]}")
         before = _esp_statuses(emulator)
@@ -438,7 +438,7 @@ def _verifying_sync(config: Any, outcome: Outcome, runs: tuple[str, ...]) -> Non
     from pipelines.runner import run_extractions
 
     run_extractions(config, full_refresh=False, run_id="verifying")
-    built = run_dbt_build(config.warehouse_path(), config.base_dir / "target", "verifying")
+    built = run_dbt_build(config.warehouse_path(), config.base_dir / "target", "verifying", unit_tests=False)
     outcome.check(built.returncode == 0, f"dbt build of the verifying sync failed: {built.stdout[-500:]}")
     _push(config, "verifying")
     marks = ", ".join("?" for _ in runs)

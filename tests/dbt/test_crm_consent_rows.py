@@ -37,7 +37,7 @@ def build_world(
     crm_execute(url, *crm_statements)
     monkeypatch.setenv("MAILBRIDGE_MAILCHIMP_MAIN_KEY", scenario.account("brand_main").api_key)
     run_extractions(config, full_refresh=True, run_id=RUN_ID)
-    built = run_dbt_build(config.warehouse_path(), tmp_path / "target", RUN_ID)
+    built = run_dbt_build(config.warehouse_path(), tmp_path / "target", RUN_ID, unit_tests=False)
     assert built.returncode == 0, built.stdout + built.stderr
     return config
 
