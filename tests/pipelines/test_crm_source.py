@@ -478,7 +478,8 @@ def test_unreadable_date_times_cost_the_value_not_the_sync(tmp_path: Path, crm_u
         ("contacts", "1", "birthday"),
         ("contacts", "3", "birthday"),
     ]
-    assert [row[3] for row in rejected[:2]] == [status_value, birthday_value]
+    # the raw value as the server renders it (MariaDB has been seen to add a zero fraction)
+    assert [str(row[3]).removesuffix(".000000") for row in rejected[:2]] == [status_value, birthday_value]
     assert all(row[4] for row in rejected)
 
 
