@@ -75,6 +75,15 @@ class World:
     def member(self, address: str) -> Any:
         return self.emulator.state.account_named("brand_main").get_list("nl0001").members.get(subscriber_hash(address))
 
+    def patch_member(self, address: str, body: dict[str, Any]) -> None:
+        """A change at the ESP through its API, with the account's key; it must be taken."""
+        answer = httpx.patch(
+            f"{self.emulator.base_url}/lists/nl0001/members/{subscriber_hash(address)}",
+            json=body,
+            auth=("mailbridge", self.scenario.account("brand_main").api_key),
+        )
+        assert answer.status_code == 200, answer.text
+
     def assignment(self, contact_id: int) -> dict[str, Any]:
         (row,) = crm_query(
             self.crm_url, f"select * from verteiler_zuordnungen where kontakt_id = {contact_id} and verteiler_id = 'NL'"
@@ -262,13 +271,7 @@ def test_a_crm_subscribe_taken_from_the_esp_waits_when_the_member_changed_since_
     """The sync saw an ESP subscriber the CRM knows (its assignment is to be created); the
     member unsubscribes before the push: the push does not write the old subscribe."""
     assert world.queue("doppelt@beispiel.de") == {"create_assignment": ("policy", "ready")}
-    key = world.scenario.account("brand_main").api_key
-    answer = httpx.patch(
-        f"{world.emulator.base_url}/lists/nl0001/members/{subscriber_hash('doppelt@beispiel.de')}",
-        json={"status": "unsubscribed"},
-        auth=("mailbridge", key),
-    )
-    assert answer.status_code == 200, answer.text
+    world.patch_member("doppelt@beispiel.de", {"status": "unsubscribed"})
     push(world.config, run_id="push-after-change")
     (attempt,) = world.rows(
         "select status, error_code from ops.pushback_outbox where email_key = 'doppelt@beispiel.de'"
@@ -313,13 +316,7 @@ def test_a_manual_unsubscribe_runs_on_a_state_that_changed_since_it_was_decided(
     Any other decision made on the former state goes stale: this one ran on no state at all, and
     the opt-out was lost. An opt-out is carried out on today's state, once."""
     record_decision(world.warehouse, "beide@beispiel.de", LINK, "unsubscribe", "lena", note="asked by phone")
-    key = world.scenario.account("brand_main").api_key
-    answer = httpx.patch(
-        f"{world.emulator.base_url}/lists/nl0001/members/{subscriber_hash('beide@beispiel.de')}",
-        json={"merge_fields": {"FNAME": "Beatrix"}},
-        auth=("mailbridge", key),
-    )
-    assert answer.status_code == 200, answer.text
+    world.patch_member("beide@beispiel.de", {"merge_fields": {"FNAME": "Beatrix"}})
     world.sync()
     assert world.queue("beide@beispiel.de") == {
         "unsubscribe": ("manual", "ready"),
@@ -340,9 +337,7 @@ def test_a_decided_unsubscribe_that_was_already_done_does_not_come_back_when_the
     """Both sides had the address unsubscribed when the next push ran: the decision was done,
     for good. Once the person confirmed a new DOI, it came back and unsubscribed them again."""
     record_decision(world.warehouse, "beide@beispiel.de", LINK, "unsubscribe", "lena")
-    key = world.scenario.account("brand_main").api_key
-    member = f"{world.emulator.base_url}/lists/nl0001/members/{subscriber_hash('beide@beispiel.de')}"
-    assert httpx.patch(member, json={"status": "unsubscribed"}, auth=("mailbridge", key)).status_code == 200
+    world.patch_member("beide@beispiel.de", {"status": "unsubscribed"})
     engine = sa.create_engine(world.crm_url)
     with engine.begin() as connection:
         connection.execute(sa.text("update verteiler_zuordnungen set status = 'abgemeldet' where kontakt_id = 10"))
@@ -350,7 +345,7 @@ def test_a_decided_unsubscribe_that_was_already_done_does_not_come_back_when_the
     assert world.queue("beide@beispiel.de") == {}
     push(world.config, run_id="push-done")
     # the person opts in again: a DOI confirmed at the ESP, taken by the CRM
-    assert httpx.patch(member, json={"status": "pending"}, auth=("mailbridge", key)).status_code == 200
+    world.patch_member("beide@beispiel.de", {"status": "pending"})
     confirm = f"{world.emulator.base_url.rsplit('/3.0', 1)[0]}/_sandbox/accounts/brand_main/lists/nl0001/members/"
     assert httpx.post(confirm + f"{subscriber_hash('beide@beispiel.de')}/confirm").status_code == 200
     world.sync()
@@ -405,13 +400,7 @@ def test_a_member_that_moved_on_from_an_opted_out_address_is_unsubscribed_with_i
     engine.dispose()
     world.sync()
     assert world.queue("beide@beispiel.de") == {"unsubscribe": ("policy", "ready")}
-    key = world.scenario.account("brand_main").api_key
-    answer = httpx.patch(
-        f"{world.emulator.base_url}/lists/nl0001/members/{subscriber_hash('beide@beispiel.de')}",
-        json={"email_address": "neu@beispiel.de"},
-        auth=("mailbridge", key),
-    )
-    assert answer.status_code == 200, answer.text
+    world.patch_member("beide@beispiel.de", {"email_address": "neu@beispiel.de"})
     push(world.config, run_id="push-stale-view")
     assert world.member("beide@beispiel.de").status == "unsubscribed"
     assert world.member("neu@beispiel.de").status == "subscribed"
