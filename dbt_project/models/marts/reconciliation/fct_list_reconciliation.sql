@@ -78,19 +78,29 @@ doi_started as (
 
 ),
 
--- the latest opt-out at an address each contact has left that still speaks for them; an ESP
--- member with no CRM contact on the list is named by its address
 former_address_optouts as (
 
     select * from {{ ref('int_reconciliation__former_address_optouts') }}
-    where crm_contact_id is not null
 
 ),
 
-member_former_address_optouts as (
+-- each pair with the latest opt-out at an address its contact has left that still speaks for
+-- them: by the CRM contact, or, for an ESP member with no CRM contact on the list, by its address
+pairs_and_former_optouts as (
 
-    select * from {{ ref('int_reconciliation__former_address_optouts') }}
-    where crm_contact_id is null
+    select
+        pairs.*,
+        coalesce(by_contact.opted_out_at, by_member.opted_out_at) as former_address_opted_out_at
+
+    from pairs
+    left join former_address_optouts as by_contact
+        on pairs.list_link_id = by_contact.list_link_id
+        and pairs.crm_contact_id = by_contact.crm_contact_id
+    left join former_address_optouts as by_member
+        on pairs.crm_contact_id is null
+        and by_member.crm_contact_id is null
+        and pairs.list_link_id = by_member.list_link_id
+        and pairs.email_key = by_member.email_key
 
 ),
 
@@ -149,27 +159,17 @@ compared as (
             false
         ) as within_doi_grace,
         -- not older than the status of the address now: the CRM's, and the ESP's subscribe or DOI
-        coalesce(former_address_optouts.opted_out_at, member_former_address_optouts.opted_out_at) is not null
-            and coalesce(
-                coalesce(former_address_optouts.opted_out_at, member_former_address_optouts.opted_out_at)
-                    >= pairs.crm_status_changed_at,
-                true
-            )
+        pairs.former_address_opted_out_at is not null
+            and coalesce(pairs.former_address_opted_out_at >= pairs.crm_status_changed_at, true)
             and (
                 not coalesce(pairs.esp_status in ('subscribed', 'bounced_soft', 'pending'), false)
-                or coalesce(
-                    coalesce(former_address_optouts.opted_out_at, member_former_address_optouts.opted_out_at)
-                        >= pairs.esp_status_changed_at,
-                    true
-                )
+                or coalesce(pairs.former_address_opted_out_at >= pairs.esp_status_changed_at, true)
             )
             as is_opted_out_at_former_address,
-        coalesce(former_address_optouts.opted_out_at, member_former_address_optouts.opted_out_at)
-            as former_address_opted_out_at,
         policy.transmit_new_members,
         policy.email_change_is_consent
 
-    from pairs
+    from pairs_and_former_optouts as pairs
     inner join links on pairs.list_link_id = links.list_link_id
     cross join policy
     left join extractions
@@ -190,13 +190,6 @@ compared as (
     left join field_differences
         on pairs.list_link_id = field_differences.list_link_id
         and pairs.email_key = field_differences.email_key
-    left join former_address_optouts
-        on pairs.list_link_id = former_address_optouts.list_link_id
-        and pairs.crm_contact_id = former_address_optouts.crm_contact_id
-    left join member_former_address_optouts
-        on pairs.crm_contact_id is null
-        and pairs.list_link_id = member_former_address_optouts.list_link_id
-        and pairs.email_key = member_former_address_optouts.email_key
 
 ),
 
