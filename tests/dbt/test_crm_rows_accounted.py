@@ -15,7 +15,7 @@ from assets.resources import run_dbt_build
 from mailbridge.config import MailbridgeConfig, load_config
 from pipelines.runner import run_extractions
 from sandbox.crm_db import write_crm
-from tests.conftest import RunningEmulator, scenario_named, write_project_config
+from tests.conftest import RunningEmulator, scenario_named, shared_dbt_target, write_project_config
 from tests.pipelines.test_crm_source import crm_execute, drop_assignment_key, drop_table_key
 
 RUN_ID = "rows-accounted"
@@ -42,7 +42,7 @@ def extract_world(
 
 
 def build(tmp_path: Path, config: MailbridgeConfig, run_id: str = RUN_ID) -> subprocess.CompletedProcess[str]:
-    return run_dbt_build(config.warehouse_path(), tmp_path / "target", run_id, unit_tests=False)
+    return run_dbt_build(config.warehouse_path(), shared_dbt_target(tmp_path), run_id, unit_tests=False)
 
 
 ASSIGNMENT_COLUMNS = "kontakt_id, verteiler_id, status, status_datum, status_gesetzt_von"
@@ -185,7 +185,7 @@ def test_a_crm_row_or_esp_member_lost_on_the_way_is_warned_of_by_the_count_check
     built = build(tmp_path, config)
     # warned of, but the build passes: a failed one would hold back every push, opt-outs too
     assert built.returncode == 0, built.stdout + built.stderr
-    results = json.loads((tmp_path / "target" / "run_results.json").read_text())["results"]
+    results = json.loads((shared_dbt_target(tmp_path) / "run_results.json").read_text())["results"]
     warned = [r["unique_id"] for r in results if r["status"] == "warn"]
     for check in ("every_crm_row_is_accounted_for", "every_esp_row_is_accounted_for"):
         assert [name for name in warned if check in name], (check, warned)

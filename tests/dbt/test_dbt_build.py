@@ -17,7 +17,7 @@ from assets.resources import run_dbt_build
 from mailbridge.config import MailbridgeConfig, load_config
 from pipelines.runner import run_extractions
 from sandbox.crm_db import write_crm
-from tests.conftest import REPO_ROOT, RunningEmulator, write_project_config
+from tests.conftest import REPO_ROOT, RunningEmulator, shared_dbt_target, write_project_config
 
 DBT_DIR = REPO_ROOT / "dbt_project"
 
@@ -41,7 +41,7 @@ def dbt_build(tmp_path: Path, warehouse: Path, run_id: str = "manual") -> None:
     """`dbt build` in its own process, models and data tests; it must succeed. The unit tests,
     which read no warehouse, run once, in test_dbt_build_on_the_small_scenario (here they took
     9 of every build's 23 seconds)."""
-    result = run_dbt_build(warehouse, tmp_path / "target", run_id, unit_tests=False)
+    result = run_dbt_build(warehouse, shared_dbt_target(tmp_path), run_id, unit_tests=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

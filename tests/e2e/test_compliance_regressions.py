@@ -24,7 +24,7 @@ from sandbox.faults import FaultSettings
 from sandbox.mailchimp.app import MailchimpEmulator
 from sandbox.scenario import Scenario
 from sandbox.server import BackgroundServer
-from tests.conftest import RunningEmulator, crm_query, scenario_named, write_project_config
+from tests.conftest import RunningEmulator, copy_synced_world, crm_query, scenario_named, write_project_config
 from tests.dbt.test_dbt_build import dbt_build
 
 LINK = "newsletter_main"
@@ -42,8 +42,17 @@ class World:
             folder, base_url=emulator.base_url, crm_url=f"sqlite:///{folder / 'crm.sqlite'}", accounts=["brand_main"]
         )
         self.config: MailbridgeConfig = load_config(config_file)
-        write_crm(scenario.tables, self.crm_url, self.config.crm)
         self.syncs = 0
+
+    def first_sync(self, template: Path | None) -> None:
+        """The CRM written and synced once; from `template` when given: a copy of a world synced
+        once from the same scenario (a sync only reads, so the fresh emulator is the one it read)."""
+        if template is None:
+            write_crm(self.scenario.tables, self.crm_url, self.config.crm)
+            self.sync()
+            return
+        copy_synced_world(template, self.folder)
+        self.syncs = 1
 
     @property
     def crm_url(self) -> str:
@@ -91,7 +100,7 @@ class World:
         return row
 
 
-def _world(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+def _world(folder: Path, monkeypatch: pytest.MonkeyPatch, template: Path | None = None) -> Iterator[World]:
     scenario = scenario_named("compliance")
     emulator = MailchimpEmulator.from_scenario(scenario, FaultSettings())
     server = BackgroundServer(emulator.app).start()
@@ -99,23 +108,33 @@ def _world(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     monkeypatch.setenv("MAILBRIDGE_WAREHOUSE", str(folder / "warehouse.duckdb"))
     try:
         world = World(folder, RunningEmulator(emulator, server), scenario)
-        world.sync()
+        world.first_sync(template)
         yield world
     finally:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def synced_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The world synced once, for each test to copy: the first sync (extract and dbt build, about
+    15 s) runs once per worker instead of once per test."""
+    folder = tmp_path_factory.mktemp("template")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for _ in _world(folder, monkeypatch):
+            yield folder
+
+
 @pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synced_template: Path) -> Iterator[World]:
     """A fresh world of its own, for a test that pushes."""
-    yield from _world(tmp_path, monkeypatch)
+    yield from _world(tmp_path, monkeypatch, synced_template)
 
 
 @pytest.fixture(scope="module")
-def decided_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def decided_world(tmp_path_factory: pytest.TempPathFactory, synced_template: Path) -> Iterator[World]:
     """One world for the tests that only read: synced, two refused decisions, rebuilt."""
     with pytest.MonkeyPatch.context() as monkeypatch:
-        for world in _world(tmp_path_factory.mktemp("decided"), monkeypatch):
+        for world in _world(tmp_path_factory.mktemp("decided"), monkeypatch, synced_template):
             for address in ("gesperrt@beispiel.de", "crmabmeldung@beispiel.de"):
                 record_decision(world.warehouse, address, LINK, "transmit", "lena")
             dbt_build(world.folder, world.warehouse, "decided")

@@ -9,37 +9,61 @@ from typing import Any
 import duckdb
 import pytest
 
-from mailbridge.config import MailbridgeConfig
+from mailbridge.config import MailbridgeConfig, load_config
 from mailbridge.decisions import record_decision
 from mailbridge.export import export_crm_changes
 from pipelines.mailchimp.helpers import subscriber_hash
 from pipelines.pushback import QueuedAction, _planned, mark_stale_decisions, push
 from pipelines.runner import run_extractions
-from tests.conftest import RunningEmulator, crm_query
+from tests.conftest import (
+    RunningEmulator,
+    copy_synced_world,
+    crm_query,
+    scenario_named,
+    start_mailchimp,
+    write_project_config,
+)
 from tests.dbt.test_dbt_build import dbt_build, load_small_world
 
 
+@pytest.fixture(scope="module")
+def decided_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small world reconciled, with a manual transmit for the CRM-only Bernd in the queue:
+    built once per worker, for each test to copy."""
+    folder = tmp_path_factory.mktemp("decided-template")
+    emulator = start_mailchimp(scenario_named("small"))
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            _, config = load_small_world(folder, lambda _: emulator, scenario_named("small"), monkeypatch, "push-test")
+            dbt_build(folder, config.warehouse_path())
+            record_decision(config.warehouse_path(), "bernd.meier@beispiel.de", "newsletter_main", "transmit", "test")
+            dbt_build(folder, config.warehouse_path())
+    finally:
+        emulator.server.stop()
+    return folder
+
+
 def world_with_a_decision(
-    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch, template: Path
 ) -> tuple[MailbridgeConfig, RunningEmulator]:
-    """The small world reconciled, with a manual transmit for the CRM-only Bernd in the queue."""
-    emulators: list[RunningEmulator] = []
-
-    def serve(world: Any) -> RunningEmulator:
-        emulators.append(serve_mailchimp(world))
-        return emulators[-1]
-
-    _, config = load_small_world(tmp_path, serve, scenario, monkeypatch, "push-test")
-    dbt_build(tmp_path, config.warehouse_path())
-    record_decision(config.warehouse_path(), "bernd.meier@beispiel.de", "newsletter_main", "transmit", "test")
-    dbt_build(tmp_path, config.warehouse_path())
-    return config, emulators[0]
+    """A copy of the decided template, with an emulator of its own."""
+    emulator: RunningEmulator = serve_mailchimp(scenario)
+    config_file = write_project_config(
+        tmp_path, base_url=emulator.base_url, crm_url=f"sqlite:///{tmp_path / 'crm.sqlite'}", accounts=["brand_main"]
+    )
+    copy_synced_world(template, tmp_path)
+    monkeypatch.setenv("MAILBRIDGE_MAILCHIMP_MAIN_KEY", scenario.account("brand_main").api_key)
+    return load_config(config_file), emulator
 
 
 def test_decide_push_rerun_and_confirm(
-    tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    serve_mailchimp: Any,
+    small_scenario: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    decided_template: Path,
 ) -> None:
-    config, emulator = world_with_a_decision(tmp_path, serve_mailchimp, small_scenario, monkeypatch)
+    config, emulator = world_with_a_decision(tmp_path, serve_mailchimp, small_scenario, monkeypatch, decided_template)
     warehouse = config.warehouse_path()
 
     def writes() -> int:
@@ -105,9 +129,13 @@ def crm_rows(config: MailbridgeConfig) -> tuple[list[dict[str, Any]], list[dict[
 
 
 def test_an_interrupted_push_is_sent_again_and_its_trace_closed(
-    tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    serve_mailchimp: Any,
+    small_scenario: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    decided_template: Path,
 ) -> None:
-    config, emulator = world_with_a_decision(tmp_path, serve_mailchimp, small_scenario, monkeypatch)
+    config, emulator = world_with_a_decision(tmp_path, serve_mailchimp, small_scenario, monkeypatch, decided_template)
     warehouse = config.warehouse_path()
 
     class DiesMidway:
@@ -139,9 +167,13 @@ def test_an_interrupted_push_is_sent_again_and_its_trace_closed(
 
 
 def test_a_read_only_crm_is_left_alone_and_its_changes_exported(
-    tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    serve_mailchimp: Any,
+    small_scenario: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    decided_template: Path,
 ) -> None:
-    config, _ = world_with_a_decision(tmp_path, serve_mailchimp, small_scenario, monkeypatch)
+    config, _ = world_with_a_decision(tmp_path, serve_mailchimp, small_scenario, monkeypatch, decided_template)
     read_only = config.model_copy(update={"crm": config.crm.model_copy(update={"write_back": False})})
     before = crm_rows(config)
     pushed = push(read_only, run_id="esp-only")
@@ -153,9 +185,13 @@ def test_a_read_only_crm_is_left_alone_and_its_changes_exported(
 
 
 def test_a_permanent_delete_waits_for_its_flag_and_removes_the_crm_assignment(
-    tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    serve_mailchimp: Any,
+    small_scenario: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    decided_template: Path,
 ) -> None:
-    config, emulator = world_with_a_decision(tmp_path, serve_mailchimp, small_scenario, monkeypatch)
+    config, emulator = world_with_a_decision(tmp_path, serve_mailchimp, small_scenario, monkeypatch, decided_template)
     record_decision(config.warehouse_path(), "anna.schmidt@beispiel.de", "newsletter_main", "delete_permanent", "t")
     dbt_build(tmp_path, config.warehouse_path())
     members = emulator.state.account_named("brand_main").lists["nl0001"].members
@@ -181,7 +217,11 @@ def test_a_permanent_delete_waits_for_its_flag_and_removes_the_crm_assignment(
 
 
 def test_the_dagster_push_asset_in_dry_run_reports_and_changes_nothing(
-    tmp_path: Path, serve_mailchimp: Any, small_scenario: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    serve_mailchimp: Any,
+    small_scenario: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    decided_template: Path,
 ) -> None:
     import dagster as dg
 
@@ -189,7 +229,7 @@ def test_the_dagster_push_asset_in_dry_run_reports_and_changes_nothing(
     from assets.pushback import PushConfig, pushback_outbox
     from assets.resources import WarehouseResource
 
-    config, emulator = world_with_a_decision(tmp_path, serve_mailchimp, small_scenario, monkeypatch)
+    config, emulator = world_with_a_decision(tmp_path, serve_mailchimp, small_scenario, monkeypatch, decided_template)
     monkeypatch.setenv("MAILBRIDGE_CONFIG", str(config.source_file))
     monkeypatch.setenv("MAILBRIDGE_WAREHOUSE", str(config.warehouse_path()))
     project_config.cache_clear()  # the code location reads this test's config
