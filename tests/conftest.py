@@ -178,3 +178,9 @@ def crm_query(url: str, query: str) -> list[dict[str, Any]]:
             return [dict(row) for row in connection.execute(sa.text(query)).mappings()]
     finally:
         engine.dispose()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests (whole syncs, 10 to 100 s each) first: workers then end on short tests
+    and finish together, instead of one waiting for the other's last long sync."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
