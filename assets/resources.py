@@ -81,6 +81,14 @@ def dbt_run_id(run_id: str) -> Iterator[None]:
             os.environ[RUN_ID_ENV] = before
 
 
+def dbt_target_path(warehouse: Path) -> Path:
+    """dbt's target folder for the builds of one warehouse, beside it: the same one for every
+    sync and push, so dbt parses only what changed since the last build (its partial-parse file
+    is valid for one warehouse path only: the profile is part of it), and runs leave no folder
+    each behind."""
+    return warehouse.resolve().parent / "dbt_target"
+
+
 def run_dbt_build(
     warehouse: Path,
     target_path: Path,
@@ -91,11 +99,7 @@ def run_dbt_build(
     """`dbt build` of the project (or of the `select`ed models and their data tests) into
     `warehouse`, in its own process (dbt-duckdb keeps its connection open in-process); the
     caller decides what a failure means. The unit tests of the rules run with a whole build
-    unless `unit_tests` is false: they do not read the warehouse.
-
-    dbt runs in the warehouse's folder and opens it by its file name: dbt's partial-parse file
-    holds the profile, the warehouse path with it, so every warehouse of one name can share a
-    `target_path` and skip the full parse (about 3 s), as the test suite and the simulation do."""
+    unless `unit_tests` is false: they do not read the warehouse."""
     selection = ["--select", select] if select else []
     if not (unit_tests if unit_tests is not None else select is None):
         selection += ["--exclude-resource-type", "unit_test"]
@@ -111,11 +115,9 @@ def run_dbt_build(
         *selection,
         "--quiet",
     ]
-    warehouse = warehouse.resolve()
     return subprocess.run(
         command,
-        cwd=warehouse.parent,
-        env={**os.environ, "MAILBRIDGE_WAREHOUSE": warehouse.name, RUN_ID_ENV: run_id},
+        env={**os.environ, "MAILBRIDGE_WAREHOUSE": str(warehouse), RUN_ID_ENV: run_id},
         capture_output=True,
         text=True,
     )

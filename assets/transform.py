@@ -9,7 +9,7 @@ import duckdb
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from assets.project import DBT_PROJECT_DIR, WAREHOUSE_POOL
-from assets.resources import DBT_BUILD, WarehouseResource, dbt_run_id
+from assets.resources import DBT_BUILD, WarehouseResource, dbt_run_id, dbt_target_path
 
 MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 
@@ -72,13 +72,6 @@ def mailbridge_dbt_models(
     except (OSError, ValueError):
         raise error from None  # dbt stopped before it ran anything: its own message says why
     raise dg.Failure(description=describe_dbt_failures(run_results, Path(warehouse.path)))
-
-
-def dbt_target_path(warehouse: Path) -> Path:
-    """dbt's target folder for the builds of one warehouse, beside it: the same one every run, so
-    dbt parses only what changed since the last build (its partial-parse file is valid for one
-    warehouse path only: the profile is part of it), and runs leave no folder each behind."""
-    return warehouse.resolve().parent / "dbt_target"
 
 
 SAMPLE_ROWS = 5

@@ -412,11 +412,10 @@ def refresh_queue_if_behind(config: MailbridgeConfig) -> bool:
                 return False
     except duckdb.CatalogException:
         return False  # no sync has built the queue yet
-    from assets.resources import run_dbt_build
+    from assets.resources import dbt_target_path, run_dbt_build
 
-    built = run_dbt_build(
-        warehouse, warehouse.parent / "dbt" / "queue_target", "queue-refresh", select="fct_pushback_queue"
-    )
+    # the syncs' target: their parse of the project serves this build too
+    built = run_dbt_build(warehouse, dbt_target_path(warehouse), "queue-refresh", select="fct_pushback_queue")
     if built.returncode != 0:
         raise PushQueueError(
             "the push-back queue could not be rebuilt with the latest decisions; nothing was written. "
