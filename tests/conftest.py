@@ -35,9 +35,8 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
 
 def shared_dbt_target(tmp_path: Path) -> Path:
     """One dbt target folder for every build of this test worker (`tmp_path` is one of its test
-    folders): builds of warehouses with one file name share dbt's partial parse (see
-    `run_dbt_build`), so only the first build of a worker parses the whole project. A worker runs
-    one test at a time, so no two builds write the folder at once."""
+    folders), so tests leave no target each behind. A worker runs one test at a time, so no two
+    builds write the folder at once."""
     return tmp_path.parent / "dbt_target"
 
 
