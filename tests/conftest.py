@@ -177,30 +177,3 @@ def crm_query(url: str, query: str) -> list[dict[str, Any]]:
             return [dict(row) for row in connection.execute(sa.text(query)).mappings()]
     finally:
         engine.dispose()
-
-
-@pytest.hookimpl(trylast=True)  # after -m and -k have deselected
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Each worker starts with its share of the slow tests (whole syncs, 10 to 110 s each), then
-    short ones: workers finish together, instead of one waiting for the other's last long sync.
-
-    xdist's worksteal hands each worker a contiguous part of the collection at first (of the
-    tests left, an even share each) and later moves tests from the end of a busy worker's part
-    to an idle one; so the slow tests are dealt out round robin, one deal at the head of each
-    part, in their order (a module's tests stay together within each part)."""
-    slow = [item for item in items if item.get_closest_marker("slow") is not None]
-    fast = [item for item in items if item.get_closest_marker("slow") is None]
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    sizes, left = [], len(items)
-    for remaining in range(workers, 0, -1):
-        sizes.append(left // remaining)
-        left -= sizes[-1]
-    deals = [slow[worker::workers] for worker in range(workers)]
-    if any(len(deal) > size for deal, size in zip(deals, sizes, strict=True)):
-        items[:] = slow + fast
-        return
-    arranged: list[pytest.Item] = []
-    for deal, size in zip(deals, sizes, strict=True):
-        arranged += deal + fast[: size - len(deal)]
-        fast = fast[size - len(deal) :]
-    items[:] = arranged
