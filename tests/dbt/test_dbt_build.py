@@ -17,22 +17,31 @@ from assets.resources import RUN_ID_ENV
 from mailbridge.config import MailbridgeConfig, load_config
 from pipelines.runner import run_extractions
 from sandbox.crm_db import write_crm
-from tests.conftest import REPO_ROOT, RunningEmulator, shared_dbt_target, write_project_config
+from tests.conftest import REPO_ROOT, RunningEmulator, copy_synced_world, shared_dbt_target, write_project_config
 
 DBT_DIR = REPO_ROOT / "dbt_project"
 
 
 def load_small_world(
-    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch, run_id: str
+    tmp_path: Path,
+    serve_mailchimp: Any,
+    scenario: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    run_id: str,
+    template: Path | None = None,
 ) -> tuple[Path, MailbridgeConfig]:
-    """The small scenario in an emulator and a SQLite CRM, extracted into a fresh warehouse."""
+    """The small scenario in an emulator and a SQLite CRM, extracted into a fresh warehouse, or
+    copied from `template`, a world of the same scenario synced before."""
     emulator: RunningEmulator = serve_mailchimp(scenario)
     config_file = write_project_config(
         tmp_path, base_url=emulator.base_url, crm_url=f"sqlite:///{tmp_path / 'crm.sqlite'}", accounts=["brand_main"]
     )
     config = load_config(config_file)
-    write_crm(scenario.tables, config.crm.connection_url(config.base_dir), config.crm)
     monkeypatch.setenv("MAILBRIDGE_MAILCHIMP_MAIN_KEY", scenario.account("brand_main").api_key)
+    if template is not None:
+        copy_synced_world(template, tmp_path)
+        return config_file, config
+    write_crm(scenario.tables, config.crm.connection_url(config.base_dir), config.crm)
     run_extractions(config, full_refresh=True, run_id=run_id)
     return config_file, config
 

@@ -9,7 +9,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from mailbridge.config import MailbridgeConfig, load_config
+from mailbridge.config import MailbridgeConfig
 from mailbridge.decisions import record_decision
 from mailbridge.export import export_crm_changes
 from pipelines.mailchimp.helpers import subscriber_hash
@@ -17,11 +17,9 @@ from pipelines.pushback import QueuedAction, _planned, mark_stale_decisions, pus
 from pipelines.runner import run_extractions
 from tests.conftest import (
     RunningEmulator,
-    copy_synced_world,
     crm_query,
     scenario_named,
     start_mailchimp,
-    write_project_config,
 )
 from tests.dbt.test_dbt_build import dbt_build, load_small_world
 
@@ -47,13 +45,14 @@ def world_with_a_decision(
     tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch, template: Path
 ) -> tuple[MailbridgeConfig, RunningEmulator]:
     """A copy of the decided template, with an emulator of its own."""
-    emulator: RunningEmulator = serve_mailchimp(scenario)
-    config_file = write_project_config(
-        tmp_path, base_url=emulator.base_url, crm_url=f"sqlite:///{tmp_path / 'crm.sqlite'}", accounts=["brand_main"]
-    )
-    copy_synced_world(template, tmp_path)
-    monkeypatch.setenv("MAILBRIDGE_MAILCHIMP_MAIN_KEY", scenario.account("brand_main").api_key)
-    return load_config(config_file), emulator
+    emulators: list[RunningEmulator] = []
+
+    def serve(world: Any) -> RunningEmulator:
+        emulators.append(serve_mailchimp(world))
+        return emulators[-1]
+
+    _, config = load_small_world(tmp_path, serve, scenario, monkeypatch, "push-test", template)
+    return config, emulators[0]
 
 
 def test_decide_push_rerun_and_confirm(
