@@ -13,7 +13,7 @@ import duckdb
 import pytest
 from dbt.cli.main import dbtRunner
 
-from assets.resources import RUN_ID_ENV
+from assets.resources import DBT_BUILD, RUN_ID_ENV
 from mailbridge.config import MailbridgeConfig, load_config
 from pipelines.runner import run_extractions
 from sandbox.crm_db import write_crm
@@ -61,25 +61,21 @@ def dbt_build(tmp_path: Path, warehouse: Path, run_id: str = "manual") -> None:
 
     flags = ["--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)]
     flags += ["--target-path", str(shared_dbt_target(tmp_path)), "--quiet"]
-    before = {name: os.environ.get(name) for name in ("MAILBRIDGE_WAREHOUSE", RUN_ID_ENV)}
-    os.environ.update({"MAILBRIDGE_WAREHOUSE": str(warehouse), RUN_ID_ENV: run_id})
-    try:
-        manifest = _MANIFESTS.get(warehouse.name)
-        if manifest is None:
-            parsed = dbtRunner().invoke(["parse", *flags])
-            assert parsed.success, parsed.exception
-            manifest = _MANIFESTS[warehouse.name] = parsed.result
-        result = dbtRunner(manifest=manifest).invoke(["build", "--exclude-resource-type", "unit_test", *flags])
-    finally:
-        # dbt-duckdb keeps the database open for the next invocation: the test reads it next
-        if DuckDBConnectionManager._ENV is not None:
-            DuckDBConnectionManager._ENV.close()
-            DuckDBConnectionManager._ENV = None
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("MAILBRIDGE_WAREHOUSE", str(warehouse))
+        environment.setenv(RUN_ID_ENV, run_id)
+        try:
+            manifest = _MANIFESTS.get(warehouse.name)
+            if manifest is None:
+                parsed = dbtRunner().invoke(["parse", *flags])
+                assert parsed.success, parsed.exception
+                manifest = _MANIFESTS[warehouse.name] = parsed.result
+            result = dbtRunner(manifest=manifest).invoke([*DBT_BUILD, *flags])
+        finally:
+            # dbt-duckdb keeps the database open for the next invocation: the test reads it next
+            if DuckDBConnectionManager._ENV is not None:
+                DuckDBConnectionManager._ENV.close()
+                DuckDBConnectionManager._ENV = None
     failed = [
         f"{node.node.unique_id}: {node.status} {node.message}"
         for node in (result.result or [])

@@ -20,11 +20,15 @@ from pipelines.mailchimp.helpers import subscriber_hash
 from pipelines.pushback import PushAccountFailed, push
 from pipelines.runner import run_extractions
 from sandbox.crm_db import write_crm
-from sandbox.faults import FaultSettings
-from sandbox.mailchimp.app import MailchimpEmulator
 from sandbox.scenario import Scenario
-from sandbox.server import BackgroundServer
-from tests.conftest import RunningEmulator, copy_synced_world, crm_query, scenario_named, write_project_config
+from tests.conftest import (
+    RunningEmulator,
+    copy_synced_world,
+    crm_query,
+    scenario_named,
+    start_mailchimp,
+    write_project_config,
+)
 from tests.dbt.test_dbt_build import dbt_build
 
 LINK = "newsletter_main"
@@ -102,26 +106,27 @@ class World:
 
 def _world(folder: Path, monkeypatch: pytest.MonkeyPatch, template: Path | None = None) -> Iterator[World]:
     scenario = scenario_named("compliance")
-    emulator = MailchimpEmulator.from_scenario(scenario, FaultSettings())
-    server = BackgroundServer(emulator.app).start()
+    emulator = start_mailchimp(scenario)
     monkeypatch.setenv(KEY_VARIABLE, scenario.account("brand_main").api_key)
     monkeypatch.setenv("MAILBRIDGE_WAREHOUSE", str(folder / "warehouse.duckdb"))
     try:
-        world = World(folder, RunningEmulator(emulator, server), scenario)
+        world = World(folder, emulator, scenario)
         world.first_sync(template)
         yield world
     finally:
-        server.stop()
+        emulator.server.stop()
 
 
 @pytest.fixture(scope="module")
-def synced_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def synced_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The world synced once, for each test to copy: the first sync (extract and dbt build, about
     15 s) runs once per worker instead of once per test."""
     folder = tmp_path_factory.mktemp("template")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        for _ in _world(folder, monkeypatch):
-            yield folder
+        worlds = _world(folder, monkeypatch)
+        next(worlds)
+        worlds.close()  # its emulator stops: each test serves one of its own
+    return folder
 
 
 @pytest.fixture

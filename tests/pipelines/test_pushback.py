@@ -29,10 +29,11 @@ def decided_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small world reconciled, with a manual transmit for the CRM-only Bernd in the queue:
     built once per worker, for each test to copy."""
     folder = tmp_path_factory.mktemp("decided-template")
-    emulator = start_mailchimp(scenario_named("small"))
+    scenario = scenario_named("small")
+    emulator = start_mailchimp(scenario)
     try:
         with pytest.MonkeyPatch.context() as monkeypatch:
-            _, config = load_small_world(folder, lambda _: emulator, scenario_named("small"), monkeypatch, "push-test")
+            _, config = load_small_world(folder, lambda _: emulator, scenario, monkeypatch, "push-test")
             dbt_build(folder, config.warehouse_path())
             record_decision(config.warehouse_path(), "bernd.meier@beispiel.de", "newsletter_main", "transmit", "test")
             dbt_build(folder, config.warehouse_path())
