@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dlt
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.sources import DltResource
 
 from mailbridge.config import EspAccount, ExtractionSettings
@@ -167,6 +169,85 @@ def member_addresses(members: pa.Table, seen_at: datetime) -> Any:
     return dlt.mark.with_hints(addresses.append_column("last_seen_at", seen), ADDRESS_HINTS, create_table_variant=True)
 
 
+ERASED = "erased"
+
+
+def with_erased(members: pa.Table, erased: bool | None) -> pa.Table:
+    """`members` with the column that deletes a row on merge: null on every member read."""
+    return members.append_column(ERASED, pa.array([erased] * members.num_rows, pa.bool_()))
+
+
+def stored_member_ids(account: str, list_id: str) -> pa.Array | None:
+    """The member ids of one list in the warehouse, as the last load left them; None when the
+    members table does not exist yet or no pipeline runs the source."""
+    try:
+        pipeline = dlt.current.pipeline()
+    except Exception:  # the source read outside a pipeline: there is nothing stored
+        return None
+    try:
+        with pipeline.sql_client() as client:
+            table = client.make_qualified_table_name("members")
+            query = f"select id from {table} where esp_account = %s and list_id = %s"
+            native = client.native_connection
+            if isinstance(native, duckdb.DuckDBPyConnection):  # the ids as Arrow, no Python rows
+                ids = native.sql(query.replace("%s", "?"), params=[account, list_id]).to_arrow_table()
+                return ids.column(0).combine_chunks().cast(pa.string())
+            with client.execute_query(query, account, list_id) as cursor:
+                return pa.array([row[0] for row in cursor.fetchall()], pa.string())
+    except DatabaseUndefinedRelation:
+        return None
+
+
+def erased_members(
+    client: EspHttpClient,
+    account: str,
+    list_id: str,
+    read: set[str],
+    limits: ExtractionSettings,
+    concurrency: int,
+) -> pa.Table | None:
+    """After an incremental read of a list: the members the ESP no longer has, as rows that
+    delete theirs from the members table; None when there are none.
+
+    `since_last_changed` never shows a member that is gone: permanently deleted, or moved to
+    another id by an address change. A full read replaces the table and so drops them; an
+    incremental read finds them the way the count says. Every member added or changed since the
+    last read is in this read, so without a member gone the stored members and the ones just
+    read add up to the list's `total_items`. When they do not, the list's member ids are read
+    (`fields=members.id`, a small fraction of a member read) and the stored ids it lacks are
+    deleted, so the warehouse holds what a full read would have left. A census that breaks off
+    fails the list's read, like any member read."""
+    stored = stored_member_ids(account, list_id)
+    if stored is None or len(stored) == 0:
+        return None
+    path = settings.MEMBERS_PATH.format(list_id=list_id)
+    answer = client.get(path, {"count": 1, "fields": "total_items"})
+    total = answer.get("total_items") if isinstance(answer, dict) else None
+    if not isinstance(total, int):
+        raise EspApiError(f"{client.account_label}: GET {path} answered without total_items", retryable=True)
+    read_ids = pa.array(sorted(read), pa.string())
+    new = len(read_ids) - pc.sum(pc.is_in(read_ids, value_set=stored)).as_py() if len(read_ids) else 0
+    if len(stored) + new == total:
+        return None
+    census: list[str] = []
+    for page in paged(
+        client,
+        path,
+        "members",
+        {"fields": "members.id,total_items"},
+        page_size=limits.page_size,
+        concurrency=concurrency,
+    ):
+        census.extend(member["id"] for member in page)
+    present = pa.array(census + sorted(read), pa.string())
+    gone = stored.filter(pc.invert(pc.is_in(stored, value_set=present)))
+    if len(gone) == 0:
+        return None
+    log.info("%s list %s: %d members are gone from the ESP; their rows are deleted", account, list_id, len(gone))
+    rows = [{"id": member_id, "list_id": list_id} for member_id in gone.to_pylist()]
+    return with_erased(members_table(account, list_id, rows, ""), True)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -302,6 +383,8 @@ def mailchimp_source(
         name="members",
         primary_key=(ACCOUNT_KEY, "list_id", "id"),
         write_disposition="replace" if full_refresh else "merge",
+        # a member the ESP erased: its row is deleted from the members table (see erased_members)
+        columns={ERASED: {"data_type": "bool", "nullable": True, "hard_delete": True}},
     )
     def members() -> Iterator[pa.Table]:
         # dlt resets a replace resource's state: after a full read that broke off, the list's
@@ -387,8 +470,12 @@ def mailchimp_source(
                             newest = page_newest
                         record["members_fetched"] = len(seen)
                         yielded = True
-                        yield table
+                        yield with_erased(table, None)
                         yield member_addresses(table, record["started_at"])
+                    if since is not None:
+                        erased = erased_members(client, account.name, list_id, seen, limits, account.max_connections)
+                        if erased is not None:
+                            yield erased
                 except EspAuthError:
                     raise
                 except READ_FAILURES as error:
@@ -402,7 +489,7 @@ def mailchimp_source(
                 yield extraction_row(record)
         if not yielded:  # so the raw tables exist even when no member changed
             empty = members_table("", "", [], "")
-            yield empty
+            yield with_erased(empty, None)
             yield member_addresses(empty, _now())
 
     def campaign_table(account: EspAccount) -> Iterator[pa.Table]:

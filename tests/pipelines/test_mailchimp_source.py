@@ -138,7 +138,10 @@ def test_incremental_sync_fetches_only_changed_members(
 
     extract(config, full_refresh=False, run_id="incremental")
 
-    member_reads = [entry for entry in emulator.emulator.log.snapshot() if entry.path == "/3.0/lists/nl0001/members"]
+    requests = [entry for entry in emulator.emulator.log.snapshot() if entry.path == "/3.0/lists/nl0001/members"]
+    # besides the changed members, one count of the list: nothing is gone, so no census
+    member_reads = [entry for entry in requests if entry.query.get("fields") != "total_items"]
+    assert len(requests) - len(member_reads) == 1
     assert member_reads and all("since_last_changed" in entry.query for entry in member_reads)
     fetched = sum(entry.items or 0 for entry in member_reads)
     # the cursor is inclusive: members changed exactly at the old cursor come again, and merge
@@ -331,6 +334,51 @@ def test_an_unreadable_list_index_marks_every_known_list_unread(
             "select bool_and(completed), count(*) from raw_mailchimp.list_extractions where run_id = 'readable'"
         ).fetchone()
     assert completed == (True, 2)
+
+
+def test_an_incremental_read_deletes_the_members_the_esp_no_longer_has(
+    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`since_last_changed` never shows a member that is gone: permanently deleted, or moved to
+    another id by an address change. The count of the list tells, and a census of its ids finds
+    them: the incremental read leaves the members a full read would."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    emulator: RunningEmulator = serve_mailchimp(scenario)
+    config = mailchimp_config(tmp_path, emulator)
+    extract(config, full_refresh=True, run_id="full")
+    newsletter = emulator.state.account_named("brand_main").lists["nl0001"]
+    erased, moved, archived = list(newsletter.members)[:2], list(newsletter.members)[2:4], list(newsletter.members)[4]
+    api = httpx.Client(base_url=emulator.base_url + "/", auth=("x", KEY))
+    for member_id in erased:
+        assert api.post(f"lists/nl0001/members/{member_id}/actions/delete-permanent").status_code == 204
+    for index, member_id in enumerate(moved):
+        answer = api.patch(
+            f"lists/nl0001/members/{member_id}", json={"email_address": f"umgezogen.{index}@beispiel.de"}
+        )
+        assert answer.status_code == 200, answer.text
+    assert api.delete(f"lists/nl0001/members/{archived}").status_code == 204
+    emulator.emulator.log.clear()
+
+    extract(config, full_refresh=False, run_id="incremental")
+
+    census = [
+        entry
+        for entry in emulator.emulator.log.snapshot()
+        if entry.path == "/3.0/lists/nl0001/members" and entry.query.get("fields") == "members.id,total_items"
+    ]
+    assert census, "the list's ids were not read"
+    with warehouse(config) as db:
+        stored = {
+            r[0]: r[1]
+            for r in db.execute("select id, status from raw_mailchimp.members where list_id = 'nl0001'").fetchall()
+        }
+        other_lists = db.execute("select count(*) from raw_mailchimp.members where list_id <> 'nl0001'").fetchone()[0]
+    assert set(stored) == set(newsletter.members)
+    assert not set(stored) & set(erased + moved)
+    assert stored[archived] == "archived"
+    assert other_lists == sum(
+        len(item.members) for key, item in emulator.state.account_named("brand_main").lists.items() if key != "nl0001"
+    )
 
 
 @pytest.mark.parametrize("full_refresh", [True, False], ids=["full", "incremental"])
