@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint pytest samples bench ui sandbox simulate chaos clean
+.PHONY: install demo test lint pytest samples scale bench ui sandbox simulate chaos clean
 
 $(STAMP): pyproject.toml uv.lock
 	$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -34,12 +34,16 @@ lint: install
 # Tests go to whichever worker is free (a module's shared world is built at most once per
 # worker): by module, the compliance regressions alone held one worker for 14 minutes
 pytest: install
-	$(BIN)/pytest -n 2 --dist worksteal -m "not simulation and not chaos" $(ARGS)
+	$(BIN)/pytest -n 2 --dist worksteal -m "not simulation and not chaos and not scale" $(ARGS)
 
 # the fixed samples of the slow suites (seeded simulation, chaos schedules); SAMPLES picks
 SAMPLES ?= simulation or chaos
 samples: install
 	$(BIN)/pytest -n 2 --dist loadfile -m "$(SAMPLES)" $(ARGS)
+
+# tests on big worlds (100k contacts): an incremental sync agrees with a full one
+scale: install
+	$(BIN)/pytest -m scale $(ARGS)
 
 bench: install
 	$(BIN)/python -m bench.run $(ARGS)

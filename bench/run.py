@@ -380,49 +380,13 @@ def _step_seconds(dagster_home: Path, run_id: str) -> dict[str, float]:
 
 
 def _change_one_percent(config_file: Path, scenario: Any, round_: int) -> int:
-    """1 % of the world changed on both sides: CRM names (with their modified time) and
-    statuses, ESP merge fields and unsubscribes through the API. Returns the changes made."""
-    import httpx
-    import sqlalchemy as sa
-
+    """1 % of the world changed on both sides, every kind among them (`sandbox.changes`: statuses,
+    fields, addresses, deletes and new subscribers; the CRM through its tables, the ESP through
+    its API). Returns the changes made."""
     from mailbridge.config import load_config
-    from pipelines.mailchimp.helpers import subscriber_hash
+    from sandbox.changes import change_world
 
-    config = load_config(config_file)
-    contacts = scenario.table("crm_contacts")
-    step = 100
-    changed_ids = contacts["contact_id"].to_list()[round_ % step :: step]
-    now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-    engine = sa.create_engine(config.crm.connection_url(config.base_dir))
-    with engine.begin() as connection:
-        half = len(changed_ids) // 2
-        connection.execute(
-            sa.text(f"update kontakte set vorname = 'Bench{round_}', geaendert_am = :now where kontakt_id = :id"),
-            [{"now": now, "id": contact_id} for contact_id in changed_ids[:half]],
-        )
-        connection.execute(
-            sa.text(
-                "update verteiler_zuordnungen set status = 'abgemeldet', status_datum = :now, "
-                "status_gesetzt_von = 'bench' where kontakt_id = :id"
-            ),
-            [{"now": now, "id": contact_id} for contact_id in changed_ids[half:]],
-        )
-    engine.dispose()
-    members = scenario.table("esp_members")
-    rows = members.rows(named=True)[round_ % step :: step]
-    keys = {account.name: account.api_key for account in scenario.accounts}
-    base_url = str(config.esp_accounts[0].base_url)
-    with httpx.Client(base_url=base_url, timeout=30) as client:
-        for index, row in enumerate(rows):
-            body: dict[str, Any] = (
-                {"merge_fields": {"FNAME": f"Bench{round_}"}} if index % 2 else {"status": "unsubscribed"}
-            )
-            client.patch(
-                f"/lists/{row['list_id']}/members/{subscriber_hash(row['email'])}",
-                json=body,
-                auth=("bench", keys[row["account"]]),
-            )
-    return len(changed_ids) + len(rows)
+    return change_world(load_config(config_file), scenario, 0.01, round_).total
 
 
 def sync_phases(contacts: int, repeats: int, port: int = 8498) -> dict[str, Any]:
@@ -488,13 +452,14 @@ def main() -> None:
         default=[100_000],
         help="world sizes of the full and incremental syncs with their phases (none: skip them)",
     )
+    parser.add_argument("--sync-repeats", type=int, default=3, help="rounds of the syncs (medians of them)")
     parser.add_argument("--only", choices=["extraction", "syncs"], help="run only this part")
     args = parser.parse_args()
     if args.only is not None:
         part: dict[str, Any] = (
             {"extraction_vs_rest_api": extraction_side_by_side(args.extraction_contacts, 3)}
             if args.only == "extraction"
-            else {"syncs": [sync_phases(n, 3) for n in args.sync_contacts]}
+            else {"syncs": [sync_phases(n, args.sync_repeats) for n in args.sync_contacts]}
         )
         _write(part)
         return
@@ -507,7 +472,7 @@ def main() -> None:
     }
     if args.extraction_contacts:
         report["extraction_vs_rest_api"] = extraction_side_by_side(args.extraction_contacts, 3)
-    report["syncs"] = [sync_phases(n, 3) for n in args.sync_contacts]
+    report["syncs"] = [sync_phases(n, args.sync_repeats) for n in args.sync_contacts]
     _write(report)
 
 

@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from sandbox.compare import Difference
 from sandbox.simulation.world import Lane, World
 
 INVARIANTS = {
@@ -17,6 +18,7 @@ INVARIANTS = {
     "3": "a newer real subscribe (DOI confirmed after every opt-out) is not lost",
     "4": "no write is repeated, and a no-change rerun sends nothing",
     "5": "every outbox action ends confirmed, rejected for a permanent reason, or failed (retried)",
+    "6": "an incremental sync ends where a full sync of the same moment would (the reconciliation and the queue)",
 }
 OPTED_OUT_AT_ESP = ("unsubscribed", "cleaned")
 # an answer that says "try again", never a permanent rejection
@@ -186,4 +188,18 @@ def check_rerun(world: World, lane: Lane, step: int, rerun: list[dict[str, Any]]
             breaks.append(
                 Break("4", step, lane.index, lane.seed, "-", f"a no-change rerun sent {len(mine)} ESP write request(s)")
             )
+    return breaks
+
+
+def check_incremental_equals_full(world: World, lanes: list[Lane], step: int, found: list[Difference]) -> list[Break]:
+    """Invariant 6: each row where the incremental sync's marts and the full sync's differ, as a
+    break of the lane whose list link it belongs to."""
+    breaks = []
+    for difference in found:
+        link = difference.row.get("list_link_id")
+        address = str(difference.row.get("email_key") or difference.row.get("email_address") or "")
+        for lane in lanes:
+            if lane.link_id == link:
+                token = lane.token_of(address) or address
+                breaks.append(Break("6", step, lane.index, lane.seed, token, difference.line()[:500]))
     return breaks

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox.simulation.events import NOOP, Event, EventGenerator, shared_schedule
-from sandbox.simulation.invariants import Break, check_cycle, check_push, check_rerun, snapshot
+from sandbox.simulation.invariants import (
+    Break,
+    check_cycle,
+    check_incremental_equals_full,
+    check_push,
+    check_rerun,
+    snapshot,
+)
 from sandbox.simulation.world import Lane, SyncFailed, World
 
 Progress = Callable[[str], None]
@@ -127,7 +134,11 @@ def run_world(
                 elif kind == "sync_push":
                     burst, pending_burst = pending_burst, None
                     world.set_faults(burst if burst == "esp_down_member_reads" else None)
-                    world.sync(full=False)
+                    if step == len(schedule) - 1 and burst is None:
+                        # the run's last cycle: its incremental sync must end where a full one would
+                        report(check_incremental_equals_full(world, lanes, step, world.sync_beside_a_full_one()))
+                    else:
+                        world.sync(full=False)
                     world.set_faults(None)
                     pushed(
                         step, "push of sync → push → sync", burst=None if burst == "esp_down_member_reads" else burst

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from mailbridge.config import WAREHOUSE_ENV, MailbridgeConfig, load_config
 from mailbridge.decisions import DecisionError, record_decision
 from pipelines.mailchimp.helpers import subscriber_hash
 from pipelines.writers import BatchCallback, EspWrite, WriteOutcome
+from sandbox.compare import Difference, mart_differences
 from sandbox.crm_db import crm_tables, write_crm
 from sandbox.mailchimp.app import MailchimpEmulator
 from sandbox.scenario import TABLE_SCHEMAS, EspAccountSpec, EspListSpec, LinkSpec, Scenario
@@ -676,6 +678,31 @@ class World:
             tail = "\n".join((built.stdout + built.stderr).strip().splitlines()[-15:])
             raise SyncFailed(f"dbt build failed:\n{tail}")
         return run_id
+
+    def sync_beside_a_full_one(self) -> list[Difference]:
+        """An incremental sync, and a full sync of the same moment into a copy of the warehouse
+        and dlt state as they were before it: where the two marts differ (`sandbox.compare`)."""
+        from pipelines.runner import run_extractions
+
+        beside = self.folder / "full_beside"
+        shutil.rmtree(beside, ignore_errors=True)
+        beside.mkdir()
+        shutil.copy2(self.warehouse, beside / "warehouse.duckdb")
+        shutil.copytree(self.warehouse.parent / "dlt", beside / "dlt")
+        run_id = self.sync(full=False)
+        os.environ[WAREHOUSE_ENV] = str(beside / "warehouse.duckdb")
+        try:
+            try:
+                run_extractions(self.config, full_refresh=True, run_id=run_id)
+            except Exception as error:
+                raise SyncFailed(f"the full sync beside failed: {type(error).__name__}: {str(error)[:300]}") from error
+            built = dbt_build(beside / "warehouse.duckdb", beside / "dbt_target", run_id)
+            if built.returncode != 0:
+                tail = "\n".join((built.stdout + built.stderr).strip().splitlines()[-15:])
+                raise SyncFailed(f"dbt build of the full sync beside failed:\n{tail}")
+        finally:
+            os.environ[WAREHOUSE_ENV] = str(self.folder / "warehouse.duckdb")
+        return mart_differences(self.warehouse, beside / "warehouse.duckdb")
 
     def push(self, *, kill: str | None = None, write_back: bool = True) -> tuple[str, Any]:
         """`mailbridge push` through its function, with short retries (and a simulated kill)."""
