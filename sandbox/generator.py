@@ -475,7 +475,7 @@ def generate_scenario(
         expect(link.id, p.esp_email, None, "esp_only_signup", "new_contact")
 
     members = tables["esp_members"].frame()
-    _add_campaigns(tables, members, rng, campaigns, soft_bouncers, ref)
+    _add_campaigns(tables, members, rng, campaigns, soft_bouncers, ref, seed)
 
     crm_lists = Columns("crm_lists")
     for list_id, name in CRM_LISTS:
@@ -501,6 +501,7 @@ def _add_campaigns(
     campaigns: int,
     soft_bouncers: set[str],
     ref: datetime,
+    rng_seed: int,
 ) -> None:
     """Sent campaigns per ESP list, with recipients and their opens, clicks and bounces."""
     for account in ACCOUNTS:
@@ -509,6 +510,8 @@ def _add_campaigns(
             for number in range(campaigns):
                 send_time = ref - timedelta(days=20 - number * (15 // max(campaigns - 1, 1)))
                 campaign_id = f"{esp_list.id}c{number + 1:02d}"
+                more = random.Random(f"{rng_seed}:{account.name}:{campaign_id}")
+                site = f"https://{account.name.replace('_', '-')}.example.com"
                 tables["esp_campaigns"].add(
                     account=account.name,
                     campaign_id=campaign_id,
@@ -552,19 +555,43 @@ def _add_campaigns(
                         continue
                     if rng.random() < 0.35:
                         opened = send_time + timedelta(minutes=rng.randint(5, 4000))
-                        tables["esp_activity"].add(
-                            account=account.name,
-                            campaign_id=campaign_id,
-                            email=row["email"],
-                            action="open",
-                            timestamp=opened,
-                        )
+                        clicked = send_time
                         if rng.random() < 0.25:
+                            clicked = opened + timedelta(seconds=rng.randint(5, 300))
+                        # opens again (some weeks later) and clicks on several links: drawn from a
+                        # generator of their own, so the rest of the world stays as it was
+                        first_click = clicked if clicked > send_time else None
+                        for when, action, url in _reactions(more, opened, first_click, site, number, ref):
                             tables["esp_activity"].add(
                                 account=account.name,
                                 campaign_id=campaign_id,
                                 email=row["email"],
-                                action="click",
-                                timestamp=opened + timedelta(seconds=rng.randint(5, 300)),
-                                url=f"https://{account.name.replace('_', '-')}.example.com/angebot/{number + 1}",
+                                action=action,
+                                timestamp=when,
+                                url=url,
                             )
+
+
+LINK_PATHS = ("neuheiten", "filialen", "gutschein", "impressum")
+
+
+def _reactions(
+    rng: random.Random, opened: datetime, first_click: datetime | None, site: str, number: int, now: datetime
+) -> list[tuple[datetime, str, str | None]]:
+    """One recipient's reactions to a mailing after its first open: more opens (some the same
+    day, some weeks later) and, when it clicked, clicks on one to three links, now and then one
+    twice. Nothing later than `now`."""
+    reactions: list[tuple[datetime, str, str | None]] = [(opened, "open", None)]
+    for _ in range(rng.choice((0, 0, 0, 1, 1, 2, 4))):
+        days = 35 if rng.random() < 0.15 else 2
+        reactions.append((opened + timedelta(minutes=rng.randint(10, days * 24 * 60)), "open", None))
+    if first_click is not None:
+        urls = [f"{site}/angebot/{number + 1}"] + [
+            f"{site}/{path}" for path in rng.sample(LINK_PATHS, rng.randint(0, 2))
+        ]
+        for index, url in enumerate(urls):
+            when = first_click + timedelta(seconds=index * rng.randint(5, 120))
+            reactions.append((when, "click", url))
+            if rng.random() < 0.2:
+                reactions.append((when + timedelta(minutes=rng.randint(1, 600)), "click", url))
+    return [reaction for reaction in reactions if reaction[0] <= now]

@@ -1,0 +1,127 @@
+"""The campaign marts on a campaign whose every count is known (scenarios/campaign.yaml): the
+figures are exactly the expected ones, and they equal the emulator's own report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import pytest
+
+from tests.conftest import scenario_named
+from tests.dbt.test_dbt_build import dbt_build, load_small_world
+
+EXPECTED = {
+    "sent": 8,
+    "bounces": 2,
+    "bounces_hard": 1,
+    "bounces_soft": 1,
+    "delivered": 6,
+    "unique_opens": 3,  # anna (three times), bernd, frida
+    "total_opens": 5,
+    "unique_clicks": 2,  # anna (two links, one twice), gustav (without an open)
+    "total_clicks": 4,
+    "unsubscribes": 1,
+    "complaints": 0,
+    "no_reaction": 2,  # emil, heidi
+    "delivery_rate": 6 / 8,
+    "open_rate": 3 / 6,
+    "click_rate": 2 / 6,
+    "click_to_open_rate": 2 / 3,
+    "unsubscribe_rate": 1 / 6,
+    "bounce_rate": 2 / 8,
+    "no_reaction_rate": 2 / 6,
+}
+# the marts' figure and the name Mailchimp's report gives it
+REPORT_FIGURES = {
+    "sent": ("emails_sent",),
+    "bounces_hard": ("bounces", "hard_bounces"),
+    "bounces_soft": ("bounces", "soft_bounces"),
+    "unique_opens": ("opens", "unique_opens"),
+    "total_opens": ("opens", "opens_total"),
+    "unique_clicks": ("clicks", "unique_subscriber_clicks"),
+    "total_clicks": ("clicks", "clicks_total"),
+    "unsubscribes": ("unsubscribed",),
+    "open_rate": ("opens", "open_rate"),
+    "click_rate": ("clicks", "click_rate"),
+}
+
+
+def rows(warehouse: Path, query: str) -> list[dict[str, Any]]:
+    with duckdb.connect(str(warehouse), read_only=True) as db:
+        cursor = db.execute(query)
+        columns = [column[0] for column in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    folder = tmp_path_factory.mktemp("campaign")
+    scenario = scenario_named("campaign")
+    from tests.conftest import start_mailchimp
+
+    emulator = start_mailchimp(scenario)
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            _, config = load_small_world(folder, lambda s: emulator, scenario, monkeypatch, "campaign")
+            dbt_build(folder, config.warehouse_path(), "campaign")
+            report = httpx.get(
+                f"{emulator.base_url}/reports/cmp100", auth=("x", scenario.account("brand_main").api_key)
+            ).json()
+        yield config.warehouse_path(), report
+    finally:
+        emulator.server.stop()
+
+
+def test_a_known_campaign_has_exactly_its_counts_and_rates(built: Any) -> None:
+    warehouse, _ = built
+    (performance,) = rows(warehouse, "select * from marts.fct_campaign_performance where campaign_id = 'cmp100'")
+    got = {figure: performance[figure] for figure in EXPECTED}
+    assert got == pytest.approx(EXPECTED)
+    assert performance["campaign_title"] == "Juni" and performance["list_link_id"] == "newsletter_main"
+
+
+def test_the_figures_equal_the_esps_own_report(built: Any) -> None:
+    warehouse, report = built
+    (performance,) = rows(warehouse, "select * from marts.fct_campaign_performance where campaign_id = 'cmp100'")
+    for figure, path in REPORT_FIGURES.items():
+        value: Any = report
+        for key in path:
+            value = value[key]
+        assert performance[figure] == pytest.approx(value, abs=1e-4), figure
+    # and the report as extracted into the warehouse
+    (extracted,) = rows(warehouse, "select * from staging.stg_mailchimp__reports where campaign_id = 'cmp100'")
+    assert (extracted["emails_sent"], extracted["unique_opens"], extracted["total_opens"]) == (
+        performance["sent"],
+        performance["unique_opens"],
+        performance["total_opens"],
+    )
+    assert (extracted["unique_clickers"], extracted["total_clicks"], extracted["emails_delivered"]) == (
+        performance["unique_clicks"],
+        performance["total_clicks"],
+        performance["delivered"],
+    )
+
+
+def test_each_recipient_row_tells_what_the_mailing_did(built: Any) -> None:
+    warehouse, _ = built
+    recipients = {
+        row["email_key"]: row
+        for row in rows(warehouse, "select * from marts.fct_campaign_recipients where campaign_id = 'cmp100'")
+    }
+    assert len(recipients) == 8
+    anna = recipients["anna@beispiel.de"]
+    assert (anna["opens"], anna["unique_open"], anna["clicks"], anna["clicked_urls"]) == (3, True, 3, 2)
+    assert anna["crm_contact_id"] == "1" and anna["was_delivered"]
+    assert str(anna["first_open_at"]).startswith("2025-06-01 09:00")
+    assert recipients["carla@beispiel.de"]["bounce_type"] == "hard"
+    assert not recipients["carla@beispiel.de"]["was_delivered"]
+    assert recipients["dora@beispiel.de"]["bounce_type"] == "soft"
+    assert recipients["frida@beispiel.de"]["unsubscribed_via_campaign"]
+    gustav = recipients["gustav@beispiel.de"]
+    assert (gustav["clicked"], gustav["unique_open"]) == (True, False)
+    # the draft has a row, with nothing sent and no rates
+    (draft,) = rows(warehouse, "select * from marts.fct_campaign_performance where campaign_id = 'cmp101'")
+    assert (draft["sent"], draft["open_rate"]) == (0, None)
