@@ -125,3 +125,22 @@ def test_each_recipient_row_tells_what_the_mailing_did(built: Any) -> None:
     # the draft has a row, with nothing sent and no rates
     (draft,) = rows(warehouse, "select * from marts.fct_campaign_performance where campaign_id = 'cmp101'")
     assert (draft["sent"], draft["open_rate"]) == (0, None)
+
+
+def test_engagement_is_one_row_per_member_with_its_tier(built: Any) -> None:
+    """Against now, every reaction of the 2025 campaign is older than 90 days: dormant, or never
+    for whom received it and never reacted. The tiers' thresholds are the unit test's
+    (engagement_tiers_count_from_the_last_open_or_click)."""
+    warehouse, _ = built
+    engagement = {
+        row["email_key"]: row
+        for row in rows(warehouse, "select * from marts.fct_member_engagement where list_link_id = 'newsletter_main'")
+    }
+    assert len(engagement) == 8
+    assert engagement["anna@beispiel.de"]["engagement_tier"] == "dormant"
+    assert str(engagement["anna@beispiel.de"]["last_open_at"]).startswith("2025-07-10 07:00")
+    assert engagement["gustav@beispiel.de"]["engagement_tier"] == "dormant"  # a click is a reaction
+    assert (engagement["emil@beispiel.de"]["engagement_tier"], engagement["emil@beispiel.de"]["mailings_received"]) == (
+        "never",
+        1,
+    )
