@@ -144,3 +144,39 @@ def test_engagement_is_one_row_per_member_with_its_tier(built: Any) -> None:
         "never",
         1,
     )
+
+
+def test_list_growth_keeps_the_history_of_each_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member unsubscribes at the ESP between two syncs: the second sync's build dates it and
+    the list shrinks by one that day, while the days before keep what the first sync saw."""
+    from datetime import UTC, datetime
+
+    from pipelines.mailchimp.helpers import subscriber_hash
+    from pipelines.runner import run_extractions
+    from tests.conftest import start_mailchimp
+
+    scenario = scenario_named("campaign")
+    emulator = start_mailchimp(scenario)
+    try:
+        _, config = load_small_world(tmp_path, lambda s: emulator, scenario, monkeypatch, "first")
+        dbt_build(tmp_path, config.warehouse_path(), "first")
+        growth = "select * from marts.fct_list_growth where list_link_id = 'newsletter_main' order by day"
+        before = rows(config.warehouse_path(), growth)
+        answer = httpx.patch(
+            f"{emulator.base_url}/lists/nl0001/members/{subscriber_hash('emil@beispiel.de')}",
+            json={"status": "unsubscribed"},
+            auth=("x", scenario.account("brand_main").api_key),
+        )
+        assert answer.status_code == 200, answer.text
+        run_extractions(config, full_refresh=False, run_id="second")
+        dbt_build(tmp_path, config.warehouse_path(), "second")
+        after = rows(config.warehouse_path(), growth)
+    finally:
+        emulator.server.stop()
+    today = datetime.now(UTC).date()
+    assert before[-1]["day"] == today and before[-1]["subscribed_at_day_end"] == 6
+    assert (after[-1]["day"], after[-1]["unsubscribes"], after[-1]["net_change"]) == (today, 1, -1)
+    assert after[-1]["subscribed_at_day_end"] == 5
+    # the opt-ins of 2025-01-01, as the first sync saw them
+    assert [(r["day"].isoformat(), r["new_subscribes"]) for r in after if r["new_subscribes"]] == [("2025-01-01", 6)]
+    assert after[:-1] == before[:-1]
