@@ -180,3 +180,45 @@ def test_list_growth_keeps_the_history_of_each_sync(tmp_path: Path, monkeypatch:
     # the opt-ins of 2025-01-01, as the first sync saw them
     assert [(r["day"].isoformat(), r["new_subscribes"]) for r in after if r["new_subscribes"]] == [("2025-01-01", 6)]
     assert after[:-1] == before[:-1]
+
+
+def test_the_ledger_proves_the_consent_of_every_subscribed_member(built: Any) -> None:
+    warehouse, _ = built
+    subscribed = rows(
+        warehouse,
+        "select email_key from intermediate.int_esp__memberships where status = 'subscribed' order by email_key",
+    )
+    given = rows(
+        warehouse,
+        "select distinct email_key from marts.fct_consent_ledger where consent = 'given' "
+        "and event_at is not null and channel is not null order by email_key",
+    )
+    assert {row["email_key"] for row in subscribed} <= {row["email_key"] for row in given}
+    assert rows(warehouse, "select * from marts.fct_sync_event_log where code = 'consent_unproven'") == []
+    (frida,) = rows(warehouse, "select * from marts.fct_consent_ledger where email_key = 'frida@beispiel.de'")
+    assert (frida["consent"], frida["channel"]) == ("withdrawn", "campaign_unsubscribe_link")
+
+
+def test_a_subscribed_member_whose_consent_cannot_be_proven_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member subscribed at the ESP with no opt-in or sign-up time, and no CRM subscribe: the
+    ledger cannot say when it consented, and the event log says so."""
+    from tests.conftest import start_mailchimp
+
+    scenario = scenario_named("campaign")
+    emulator = start_mailchimp(scenario)
+    try:
+        _, config = load_small_world(tmp_path, lambda s: emulator, scenario, monkeypatch, "unproven")
+    finally:
+        emulator.server.stop()
+    with duckdb.connect(str(config.warehouse_path())) as db:
+        db.execute(
+            "update raw_mailchimp.members set timestamp_opt = null, timestamp_signup = null "
+            "where email_address = 'heidi@beispiel.de'"
+        )
+    dbt_build(tmp_path, config.warehouse_path(), "unproven")
+    warnings = rows(config.warehouse_path(), "select * from marts.fct_sync_event_log where code = 'consent_unproven'")
+    assert [(row["email_key"], row["severity"], row["list_link_id"]) for row in warnings] == [
+        ("heidi@beispiel.de", "warning", "newsletter_main")
+    ]

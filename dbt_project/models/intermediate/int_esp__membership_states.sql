@@ -8,7 +8,9 @@ select
     status,
     status_changed_at,
     status_time_precision,
-    opted_in_at
+    signed_up_at,
+    opted_in_at,
+    opt_in_ip
 
 from {{ ref('int_esp__memberships') }}
 where email_key is not null

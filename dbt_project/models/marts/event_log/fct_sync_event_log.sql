@@ -10,7 +10,8 @@
 -- in_sync, per warning or note, per CRM value or row the extraction could not read, per contact
 -- and list whose CRM assignment rows disagree, per assignment of a contact the CRM does not
 -- have, per list whose extraction broke off, per other ESP read that broke off (a campaign's
--- report, say), per queued action refused or stale, per push attempt and per campaign send.
+-- report, say), per queued action refused or stale, per push attempt, per campaign send and per
+-- membership subscribed at the ESP whose consent the ledger cannot prove.
 -- Appended every run; a rerun of one run id replaces that run's rows. event_id hashes every part
 -- of the event's natural key (event_key where the other columns do not hold it all), and the
 -- merge never keeps two rows with one id: see `final`.
@@ -287,6 +288,43 @@ read_failure_events as (
 
 ),
 
+-- a membership subscribed at the ESP that no consent event with a time and a channel accounts
+-- for (fct_consent_ledger): consent it cannot prove
+consent_events as (
+
+    select
+        run.run_id,
+        run.reconciled_at as logged_at,
+        'warning' as severity,
+        'consent_unproven' as code,
+        'subscribed at the ESP, but no consent event with a time and a channel accounts for it' as message,
+        links.list_link_id,
+        memberships.email_key,
+        cast(null as {{ dbt.type_string() }}) as crm_contact_id,
+        concat_ws('; ',
+            concat('esp_account=', memberships.esp_account),
+            concat('esp_list_id=', memberships.esp_list_id)
+        ) as detail,
+        cast(null as {{ dbt.type_string() }}) as event_key
+
+    from {{ ref('int_esp__memberships') }} as memberships
+    inner join {{ ref('stg_mailbridge__list_links') }} as links
+        on memberships.esp_account = links.esp_account
+        and memberships.esp_list_id = links.esp_list_id
+    cross join run
+    where memberships.status = 'subscribed'
+        and memberships.email_key is not null
+        and not exists (
+            select 1 from {{ ref('fct_consent_ledger') }} as ledger
+            where ledger.list_link_id = links.list_link_id
+                and ledger.email_key = memberships.email_key
+                and ledger.consent = 'given'
+                and ledger.event_at is not null
+                and ledger.channel is not null
+        )
+
+),
+
 pushback_events as (
 
     select
@@ -375,6 +413,8 @@ unioned as (
     select * from assignment_events
     union all
     select * from unknown_contact_events
+    union all
+    select * from consent_events
 
 ),
 
