@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint pytest samples scale bench ui sandbox simulate chaos clean
+.PHONY: install demo test lint pytest samples scale docs bench ui sandbox simulate chaos clean
 
 $(STAMP): pyproject.toml uv.lock
 	$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -44,6 +44,10 @@ samples: install
 # tests on big worlds (100k contacts): an incremental sync agrees with a full one
 scale: install
 	$(BIN)/pytest -m scale $(ARGS)
+
+# dbt's documentation of the models as one static page (.mailbridge/docs/static_index.html)
+docs: install
+	$(BIN)/python -m mailbridge.docs $(ARGS)
 
 bench: install
 	$(BIN)/python -m bench.run $(ARGS)

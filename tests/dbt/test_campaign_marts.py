@@ -222,3 +222,18 @@ def test_a_subscribed_member_whose_consent_cannot_be_proven_is_a_warning(
     assert [(row["email_key"], row["severity"], row["list_link_id"]) for row in warnings] == [
         ("heidi@beispiel.de", "warning", "newsletter_main")
     ]
+
+
+def test_the_docs_are_one_static_page_with_the_models_descriptions(built: Any, tmp_path: Path) -> None:
+    from mailbridge.docs import build_docs
+
+    warehouse, _ = built
+    page = build_docs(warehouse, tmp_path / "docs")
+    html = page.read_text("utf-8")
+    assert "fct_campaign_performance" in html and "One row per consent event" in html
+    # and the same descriptions reach the warehouse as comments, where BI tools show them
+    (comment,) = rows(
+        warehouse,
+        "select comment from duckdb_tables() where schema_name = 'marts' and table_name = 'fct_consent_ledger'",
+    )
+    assert comment["comment"].startswith("One row per consent event")
