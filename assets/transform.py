@@ -8,6 +8,7 @@ import dagster as dg
 import duckdb
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
+from assets.kpis import HEADLINES, headline
 from assets.project import DBT_PROJECT_DIR, WAREHOUSE_POOL
 from assets.resources import DBT_BUILD, WarehouseResource, dbt_run_id, dbt_target_path
 
@@ -16,7 +17,7 @@ MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 
 def _newest_source_change() -> float:
     sources = [DBT_PROJECT_DIR / "dbt_project.yml", DBT_PROJECT_DIR / "profiles.yml"]
-    for folder in ("models", "macros", "tests"):
+    for folder in ("models", "macros", "tests", "snapshots"):
         sources.extend(path for path in (DBT_PROJECT_DIR / folder).rglob("*") if path.is_file())
     return max(path.stat().st_mtime for path in sources if path.exists())
 
@@ -63,7 +64,17 @@ def mailbridge_dbt_models(
         invocation = dbt.cli(
             [*DBT_BUILD], context=context, raise_on_error=False, target_path=dbt_target_path(Path(warehouse.path))
         )
-    yield from invocation.stream()
+    # the analytics marts carry their headline KPIs, read once dbt has let go of the warehouse:
+    # from the first of them on, events wait for the build to end (Dagster takes them in order)
+    held: list[Any] = []
+    for event in invocation.stream():
+        if held or (isinstance(event, dg.Output) and _model_of(context, event) in HEADLINES):
+            held.append(event)
+        else:
+            yield event
+    for event in held:
+        table = headline(Path(warehouse.path), _model_of(context, event)) if isinstance(event, dg.Output) else None
+        yield event if table is None else event.with_metadata({**event.metadata, "kpis": dg.MetadataValue.md(table)})
     error = invocation.get_error()
     if error is None:
         return
@@ -72,6 +83,10 @@ def mailbridge_dbt_models(
     except (OSError, ValueError):
         raise error from None  # dbt stopped before it ran anything: its own message says why
     raise dg.Failure(description=describe_dbt_failures(run_results, Path(warehouse.path)))
+
+
+def _model_of(context: dg.AssetExecutionContext, event: Any) -> str:
+    return str(context.asset_key_for_output(event.output_name).path[-1])
 
 
 SAMPLE_ROWS = 5

@@ -588,6 +588,25 @@ def status(config_file: ConfigOption = None) -> None:
 
 @app.command()
 @_stoppable
+def report(
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
+    config_file: ConfigOption = None,
+) -> None:
+    """One self-contained HTML report (opens offline): campaign KPIs, list growth, reconciliation, pushes, consent."""
+    from mailbridge.report import write_report
+
+    config = _load(config_file)
+    warehouse = config.warehouse_path()
+    if not warehouse.exists():
+        err.print(f"[red]no warehouse at {_printable(warehouse)}: run `mailbridge sync --full` first[/red]")
+        raise typer.Exit(1)
+    with _reading(config) as readable:
+        written = write_report(readable, out)
+    console.print(f"[green]✓[/green] report written to {_printable(written)}")
+
+
+@app.command()
+@_stoppable
 def explain(
     address: Annotated[str, typer.Argument(help="The email address, spelt any way.")],
     config_file: ConfigOption = None,

@@ -594,4 +594,6 @@ def _reactions(
             reactions.append((when, "click", url))
             if rng.random() < 0.2:
                 reactions.append((when + timedelta(minutes=rng.randint(1, 600)), "click", url))
-    return [reaction for reaction in reactions if reaction[0] <= now]
+    # one reaction of a kind a moment: the ESP reports two at one time as one
+    unique = {(when, action): (when, action, url) for when, action, url in reactions if when <= now}
+    return list(unique.values())

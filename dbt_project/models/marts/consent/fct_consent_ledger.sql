@@ -194,14 +194,16 @@ mailbridge_events as (
 
 ),
 
+-- one event once: two CRM rows of one contact and list that say the same (a duplicate
+-- assignment row) are one consent event
 unioned as (
 
     select * from crm_events
-    union all
+    union
     select * from esp_events
-    union all
+    union
     select * from campaign_events
-    union all
+    union
     select * from mailbridge_events
 
 ),
