@@ -237,3 +237,48 @@ def test_the_docs_are_one_static_page_with_the_models_descriptions(built: Any, t
         "select comment from duckdb_tables() where schema_name = 'marts' and table_name = 'fct_consent_ledger'",
     )
     assert comment["comment"].startswith("One row per consent event")
+
+
+def test_new_activity_on_an_old_campaign_is_read_alone_and_reaches_the_marts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Activity keeps arriving for weeks: an incremental sync reads a campaign's email activity
+    since its cursor (less the re-read window), so the new open and click alone come, and the
+    marts count them with the rest."""
+    from datetime import UTC, datetime
+
+    from pipelines.mailchimp.helpers import subscriber_hash
+    from pipelines.runner import run_extractions
+    from sandbox.mailchimp.state import Activity
+    from tests.conftest import start_mailchimp
+
+    scenario = scenario_named("campaign")
+    emulator = start_mailchimp(scenario)
+    try:
+        _, config = load_small_world(tmp_path, lambda s: emulator, scenario, monkeypatch, "first")
+        campaign = emulator.state.account_named("brand_main").get_campaign("cmp100")
+        now = datetime.now(UTC).replace(microsecond=0)
+        campaign.recipients[subscriber_hash("bernd@beispiel.de")].activity.append(Activity("open", now))
+        campaign.recipients[subscriber_hash("emil@beispiel.de")].activity += [
+            Activity("open", now),
+            Activity("click", now, url="https://beispiel.de/angebot"),
+        ]
+        emulator.emulator.log.clear()
+        run_extractions(config, full_refresh=False, run_id="second")
+        reads = [e for e in emulator.emulator.log.snapshot() if e.path == "/3.0/reports/cmp100/email-activity"]
+        dbt_build(tmp_path, config.warehouse_path(), "second")
+    finally:
+        emulator.server.stop()
+    assert reads and all("since" in read.query for read in reads)
+    # the events read: the three new ones (the ESP lists every recipient, each with its activity since)
+    (read,) = rows(
+        config.warehouse_path(),
+        "select run_id, rows_fetched from raw_mailchimp.resource_extractions "
+        "where resource = 'email_activity' and campaign_id = 'cmp100'",
+    )
+    assert (read["run_id"], read["rows_fetched"]) == ("second", 3)
+    (performance,) = rows(
+        config.warehouse_path(), "select * from marts.fct_campaign_performance where campaign_id = 'cmp100'"
+    )
+    assert (performance["total_opens"], performance["unique_opens"]) == (7, 4)
+    assert (performance["total_clicks"], performance["unique_clicks"], performance["no_reaction"]) == (5, 3, 1)
