@@ -69,6 +69,14 @@ def rest_api_config(base_url: str, api_key: str) -> dict[str, Any]:
             child(
                 "unsubscribes", "reports/{campaign_id}/unsubscribed", "unsubscribes", "campaigns", "id", "campaign_id"
             ),
+            child(
+                "abuse_reports",
+                "reports/{campaign_id}/abuse-reports",
+                "abuse_reports",
+                "campaigns",
+                "id",
+                "campaign_id",
+            ),
         ],
     }
 

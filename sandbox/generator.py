@@ -536,12 +536,17 @@ def _add_campaigns(
                     unsubscribed_at = None
                     if status == "unsubscribed" and number == campaigns - 1 and changed > send_time:
                         unsubscribed_at = changed
+                    # one delivered recipient in 500 marks the mailing as spam (an abuse report)
+                    complained_at = None
+                    if delivery == "sent" and more.random() < 0.002:
+                        complained_at = min(send_time + timedelta(minutes=more.randint(30, 3 * 24 * 60)), ref)
                     tables["esp_recipients"].add(
                         account=account.name,
                         campaign_id=campaign_id,
                         email=row["email"],
                         status=delivery,
                         unsubscribed_at=unsubscribed_at,
+                        complained_at=complained_at,
                     )
                     if delivery != "sent":
                         tables["esp_activity"].add(

@@ -71,6 +71,7 @@ TABLE_SCHEMAS: dict[str, dict[str, Any]] = {
         "email": pl.Utf8,
         "status": pl.Utf8,
         "unsubscribed_at": UTC_TS,
+        "complained_at": UTC_TS,  # an abuse report (a spam complaint) about the campaign
     },
     "expected_results": {
         "link_id": pl.Utf8,

@@ -103,6 +103,7 @@ REPORT_SCHEMA = pa.schema(
         ("send_time", TS),
         ("emails_sent", pa.int64()),
         ("unsubscribed", pa.int64()),
+        ("abuse_reports", pa.int64()),
         ("hard_bounces", pa.int64()),
         ("soft_bounces", pa.int64()),
         ("syntax_errors", pa.int64()),
@@ -139,6 +140,17 @@ SENT_TO_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("open_count", pa.int64()),
         ("last_open", TS),
+    ]
+)
+# a recipient who marked the campaign as spam (Mailchimp's abuse reports)
+ABUSE_REPORT_SCHEMA = pa.schema(
+    [
+        ("esp_account", pa.string()),
+        ("campaign_id", pa.string()),
+        ("list_id", pa.string()),
+        ("email_id", pa.string()),
+        ("email_address", pa.string()),
+        ("date", TS),
     ]
 )
 UNSUBSCRIBED_SCHEMA = pa.schema(
@@ -535,6 +547,7 @@ def mailchimp_source(
             "send_time": report.get("send_time"),
             "emails_sent": report.get("emails_sent"),
             "unsubscribed": report.get("unsubscribed"),
+            "abuse_reports": report.get("abuse_reports"),
             "hard_bounces": bounces.get("hard_bounces"),
             "soft_bounces": bounces.get("soft_bounces"),
             "syntax_errors": bounces.get("syntax_errors"),
@@ -683,4 +696,11 @@ def mailchimp_source(
             "unsubscribes", settings.UNSUBSCRIBED_PATH, "unsubscribes", UNSUBSCRIBED_SCHEMA, ["timestamp"], fields
         )
 
-    return (lists, members, campaigns, reports, email_activity, sent_to, unsubscribes)
+    @dlt.resource(name="abuse_reports", primary_key=(ACCOUNT_KEY, "campaign_id", "email_id"), write_disposition="merge")
+    def abuse_reports() -> Iterator[Any]:
+        fields = ("list_id", "email_id", "email_address", "date")
+        yield from per_recipient(
+            "abuse_reports", settings.ABUSE_REPORTS_PATH, "abuse_reports", ABUSE_REPORT_SCHEMA, ["date"], fields
+        )
+
+    return (lists, members, campaigns, reports, email_activity, sent_to, unsubscribes, abuse_reports)

@@ -13,6 +13,7 @@ REPORT_PATH = "reports/{campaign_id}"
 EMAIL_ACTIVITY_PATH = "reports/{campaign_id}/email-activity"
 SENT_TO_PATH = "reports/{campaign_id}/sent-to"
 UNSUBSCRIBED_PATH = "reports/{campaign_id}/unsubscribed"
+ABUSE_REPORTS_PATH = "reports/{campaign_id}/abuse-reports"
 
 MEMBER_FIELDS = (
     "id",

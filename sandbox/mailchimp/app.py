@@ -12,6 +12,12 @@ reading of ESP_APIS.md, so that a connector working here does not rely on lenien
   was archived. A member loaded archived has no remembered prior status and may come back.
 - `pending` on a subscribed member is accepted and demotes it, as client reports describe;
   no source says Mailchimp refuses it.
+- `GET /reports/{id}/email-activity?since=…` lists every recipient, each with its activity
+  since then (possibly none): the docs do not say whether recipients without new activity are
+  left out, so a client must not rely on either.
+- `GET /reports/{id}/abuse-reports` pages `abuse_reports` (id, campaign_id, list_id, email_id,
+  email_address, merge_fields, vip, date) with `count`/`offset` and `total_items`, as the API
+  reference lists them; the report's `abuse_reports` counts them.
 """
 
 from __future__ import annotations
@@ -247,6 +253,7 @@ class MailchimpEmulator:
             ("/reports/{campaign_id}/email-activity", self.get_email_activity, ["GET"]),
             ("/reports/{campaign_id}/sent-to", self.get_sent_to, ["GET"]),
             ("/reports/{campaign_id}/unsubscribed", self.get_unsubscribed, ["GET"]),
+            ("/reports/{campaign_id}/abuse-reports", self.get_abuse_reports, ["GET"]),
         ]
         for path, handler, methods in api:
             routes.append(Route(API_PREFIX + path, self._endpoint(handler), methods=methods))
@@ -587,6 +594,27 @@ class MailchimpEmulator:
             for r in gone[offset : offset + count]
         ]
         return {"unsubscribes": rows, "campaign_id": campaign.id, "total_items": len(gone), "_links": []}
+
+    async def get_abuse_reports(self, request: Request, account: Account) -> Any:
+        """GET /reports/{id}/abuse-reports: the recipients who marked the campaign as spam."""
+        campaign = account.get_campaign(request.path_params["campaign_id"])
+        count, offset = page_params(request)
+        complained = [r for r in campaign.recipients.values() if r.complained_at is not None]
+        rows = [
+            {
+                "id": offset + number + 1,
+                "campaign_id": campaign.id,
+                "list_id": r.list_id,
+                "email_id": r.email_id,
+                "email_address": r.email_address,
+                "merge_fields": {},
+                "vip": False,
+                "date": iso(r.complained_at),
+                "_links": [],
+            }
+            for number, r in enumerate(complained[offset : offset + count])
+        ]
+        return {"abuse_reports": rows, "campaign_id": campaign.id, "total_items": len(complained), "_links": []}
 
     # -- writes ---------------------------------------------------------------
 

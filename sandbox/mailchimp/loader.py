@@ -85,6 +85,7 @@ def load_into_state(scenario: Scenario, state: MailchimpState | None = None) -> 
             status=row.get("status") or "sent",
             activity=activity_by_recipient.get((row["account"], row["campaign_id"], row["email"]), []),
             unsubscribed_at=row.get("unsubscribed_at"),
+            complained_at=row.get("complained_at"),
             unsubscribe_reason="N/A (Unsubscribed via campaign link)" if row.get("unsubscribed_at") else "",
         )
     return state

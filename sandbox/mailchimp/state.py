@@ -163,6 +163,7 @@ class Recipient:
     status: str = "sent"  # sent | hard | soft
     activity: list[Activity] = field(default_factory=list)
     unsubscribed_at: datetime | None = None
+    complained_at: datetime | None = None  # an abuse report: the recipient marked the mail as spam
     unsubscribe_reason: str = ""
 
 
@@ -214,7 +215,7 @@ class Campaign:
             "list_id": self.list_id,
             "subject_line": self.subject_line,
             "emails_sent": sent,
-            "abuse_reports": 0,
+            "abuse_reports": sum(1 for r in self.recipients.values() if r.complained_at is not None),
             "unsubscribed": sum(1 for r in self.recipients.values() if r.unsubscribed_at is not None),
             "send_time": iso(self.send_time),
             "bounces": {"hard_bounces": hard, "soft_bounces": soft, "syntax_errors": 0},

@@ -61,6 +61,7 @@ RAW_KEYS = {
     "email_activity": ("esp_account", "campaign_id", "email_id", "action", "timestamp", "url"),
     "sent_to": ("esp_account", "campaign_id", "email_id"),
     "unsubscribes": ("esp_account", "campaign_id", "email_id"),
+    "abuse_reports": ("esp_account", "campaign_id", "email_id"),
 }
 # a slot in a run of these statuses means that nothing waits and nothing holds
 UNFINISHED_RUN_STATUSES = ("STARTED", "STARTING", "QUEUED", "NOT_STARTED", "CANCELING")

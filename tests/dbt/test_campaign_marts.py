@@ -24,7 +24,7 @@ EXPECTED = {
     "unique_clicks": 2,  # anna (two links, one twice), gustav (without an open)
     "total_clicks": 4,
     "unsubscribes": 1,
-    "complaints": 0,
+    "complaints": 1,  # heidi marked it as spam
     "no_reaction": 2,  # emil, heidi
     "delivery_rate": 6 / 8,
     "open_rate": 3 / 6,
@@ -44,6 +44,7 @@ REPORT_FIGURES = {
     "unique_clicks": ("clicks", "unique_subscriber_clicks"),
     "total_clicks": ("clicks", "clicks_total"),
     "unsubscribes": ("unsubscribed",),
+    "complaints": ("abuse_reports",),
     "open_rate": ("opens", "open_rate"),
     "click_rate": ("clicks", "click_rate"),
 }

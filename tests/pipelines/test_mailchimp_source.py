@@ -195,6 +195,7 @@ def test_a_failed_report_read_fails_alone_and_is_read_again_next_run(
     assert reports == set(account.campaigns) - {"pn0001c01"}
     assert sent_to == set(account.campaigns) - {"pn0001c01", "nl0001c02"}
     assert [(resource, campaign) for resource, campaign, _, _ in failed] == [
+        ("abuse_reports", "pn0001c01"),
         ("email_activity", "pn0001c01"),
         ("reports", "pn0001c01"),
         ("sent_to", "nl0001c02"),
@@ -205,7 +206,7 @@ def test_a_failed_report_read_fails_alone_and_is_read_again_next_run(
         run == "faulty" and re.search(r"HTTP 50\d", error) and "brand_main" in error for _, _, run, error in failed
     )
     assert all(KEY not in error for _, _, _, error in failed)
-    assert completed == 4  # every resource of a campaign that read well says so too
+    assert completed == 5  # every resource of a campaign that read well says so too
 
     emulator.emulator.faults.configure(type(emulator.emulator.faults.settings)())
     emulator.emulator.log.clear()

@@ -1,9 +1,9 @@
 -- Mailchimp's per-recipient reports as canonical email events (int_esp__email_events).
 -- Sent-to gives one `sent` per recipient, at the campaign's send time; email activity gives
 -- the opens, clicks and bounces (hard, soft, else general); the unsubscribed report gives the
--- unsubscribes through the campaign. Mailchimp reports no delivery per recipient (delivered is
--- sent less bounces, in the marts), no complaint per recipient in these reports, and no
--- machine open per event: `is_machine_open` is null.
+-- unsubscribes through the campaign, the abuse reports the complaints (marked as spam).
+-- Mailchimp reports no delivery per recipient (delivered is sent less bounces, in the marts)
+-- and no machine open per event: `is_machine_open` is null.
 with
 
 sent_to as (
@@ -21,6 +21,12 @@ activity as (
 unsubscribes as (
 
     select * from {{ ref('stg_mailchimp__unsubscribes') }}
+
+),
+
+abuse_reports as (
+
+    select * from {{ ref('stg_mailchimp__abuse_reports') }}
 
 ),
 
@@ -90,6 +96,25 @@ events as (
         'unsubscribes'
 
     from unsubscribes
+
+    union all
+
+    select
+        esp_type,
+        esp_account,
+        esp_list_id,
+        campaign_id,
+        esp_member_id,
+        email_address,
+        email_key,
+        'complaint',
+        cast(null as {{ dbt.type_string() }}),
+        cast(null as {{ dbt.type_string() }}),
+        complained_at,
+        cast(null as boolean),
+        'abuse_reports'
+
+    from abuse_reports
 
 )
 

@@ -23,6 +23,7 @@ renamed as (
         soft_bounces,
         syntax_errors,
         unsubscribed,
+        abuse_reports as complaints,
         opens_total as total_opens,
         unique_opens,
         open_rate,
