@@ -478,9 +478,15 @@ class MailchimpEmulator:
         status = query.get("status") or None
         since = parse_time(query.get("since_last_changed"), "since_last_changed")
         before = parse_time(query.get("before_last_changed"), "before_last_changed")
+        # a census of the ids (`fields=members.id`): no member body is built only to be dropped
+        only_ids = (field_tree(query.get("fields")) or {}).get("members") == {"id": {}}
         with self.state.lock:
             ids = mailchimp_list.view(status, since, before)
-            page = [mailchimp_list.members[member_id].as_json() for member_id in ids[offset : offset + count]]
+            chosen = ids[offset : offset + count]
+            if only_ids:
+                page = [{"id": member_id} for member_id in chosen]
+            else:
+                page = [mailchimp_list.members[member_id].as_json() for member_id in chosen]
         return {"members": page, "list_id": mailchimp_list.id, "total_items": len(ids), "_links": []}
 
     def _member(self, account: Account, request: Request) -> tuple[MailchimpList, Member | None, str]:

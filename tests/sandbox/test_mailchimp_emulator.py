@@ -71,6 +71,15 @@ def test_paging_fields_and_since_last_changed(api: httpx.Client) -> None:
     assert "stats" not in excluded["members"][0] and "email_address" in excluded["members"][0]
 
 
+def test_a_census_of_member_ids_answers_as_the_projection_of_the_full_page(api: httpx.Client) -> None:
+    full = api.get("lists/nl0001/members", params={"count": 3, "offset": 1}).json()
+    census = api.get("lists/nl0001/members", params={"count": 3, "offset": 1, "fields": "members.id,total_items"})
+    assert census.json() == {
+        "members": [{"id": member["id"]} for member in full["members"]],
+        "total_items": full["total_items"],
+    }
+
+
 def test_batch_subscribe_reports_errors_per_member(api: httpx.Client) -> None:
     anna = subscriber_hash("anna.schmidt@beispiel.de")
     assert api.patch(f"lists/nl0001/members/{anna}", json={"status": "unsubscribed"}).status_code == 200
