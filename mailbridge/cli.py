@@ -715,6 +715,12 @@ def push(
             f"{report.tasks_cleared} CRM tasks cleared, {report.assignments_removed} CRM assignments removed "
             f"after ESP deletes; {report.confirmed} earlier actions confirmed by the sync."
         )
+    if report.reactions_written:
+        console.print(
+            f"{report.reactions_written:,} recipients' mailing reactions "
+            + ("would be written" if dry_run else "written")
+            + " to the CRM (crm.mailing_reactions)."
+        )
     if account_failure is not None:
         for failure in account_failure.errors:
             err.print(

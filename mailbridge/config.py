@@ -152,6 +152,9 @@ class CrmConfig(_Strict):
     email_history: TableMapping | None = None
     # where write-back records consent (an opt-in confirmed at the ESP); optional
     consents: TableMapping | None = None
+    # where the push writes each recipient's reaction to each mailing (delivered, bounced,
+    # opened, clicked, with times); optional
+    mailing_reactions: TableMapping | None = None
     # false for a CRM mailbridge may only read: its changes then go out by `mailbridge export`
     write_back: bool = True
     status_values: dict[str, Literal[CANONICAL_STATUSES]] = Field(  # type: ignore[valid-type]
@@ -169,6 +172,7 @@ class CrmConfig(_Strict):
         "blocklist": ("email",),
         "email_history": ("contact_id", "email", "valid_to"),
         "consents": ("contact_id", "given_at"),
+        "mailing_reactions": ("contact_id", "mailing_id"),
     }
     # optional columns; write-back fills needs_review, email_bounced_at and the consent details
     OPTIONAL_COLUMNS: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -178,6 +182,20 @@ class CrmConfig(_Strict):
         "blocklist": ("blocked_at", "reason"),
         "email_history": ("valid_from",),
         "consents": ("list_id", "email", "kind", "source", "note"),
+        "mailing_reactions": (
+            "mailing_name",
+            "sent_at",
+            "delivered",
+            "bounce",
+            "opened",
+            "clicked",
+            "opens",
+            "clicks",
+            "first_open_at",
+            "first_click_at",
+            "unsubscribed",
+            "updated_at",
+        ),
     }
 
     @field_validator("url")

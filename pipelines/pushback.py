@@ -202,6 +202,8 @@ class PushReport:
     # accounts whose credentials the ESP refused: what it said, per account
     account_errors: dict[str, str] = field(default_factory=dict)
     queue_refreshed: bool = False
+    # recipients' reactions to mailings written into crm.mailing_reactions (a dry run: would write)
+    reactions_written: int = 0
 
     def add(self, list_link_id: str, action: str, source: str, status: str, sample: str) -> None:
         key = (list_link_id, action, source)
@@ -357,6 +359,8 @@ def _push(
         crm_rows = _fetch(db, READY_CRM_ACTIONS, dict) if config.crm.write_back else []
         crm_actions = [_crm_action(row, config) for row in crm_rows]
         if dry_run:
+            if config.crm.write_back and config.crm.mailing_reactions is not None:
+                report.reactions_written = len(changed_reactions(db))
             for action in esp_actions:
                 report.add(action.list_link_id, action.action, action.action_source, "would_send", action.sample)
             for row, crm_action in zip(crm_rows, crm_actions, strict=True):
@@ -376,6 +380,8 @@ def _push(
                 record_refused_tasks(db, run_id)
                 report.tasks_cleared = clear_executed_tasks(db, writer)
                 report.assignments_removed = writer.remove_assignments(report.deleted_at_esp)
+                if config.crm.mailing_reactions is not None:
+                    report.reactions_written = push_reactions(db, writer)
             finally:
                 if crm_writer is None:
                     writer.close()
@@ -384,6 +390,87 @@ def _push(
             [f"{name}: {message}" for name, message in sorted(report.account_errors.items())], report
         )
     return report
+
+
+REACTIONS_WRITTEN = """
+create table if not exists ops.crm_mailing_reactions (
+    crm_contact_id varchar not null,
+    campaign_id varchar not null,
+    state_hash varchar not null,
+    written_at timestamp with time zone not null,
+    primary key (crm_contact_id, campaign_id)
+)
+"""
+# each CRM contact's reaction to each campaign, where it changed since the push that last wrote it
+CHANGED_REACTIONS = """
+with reactions as (
+    select
+        recipients.crm_contact_id as contact_id,
+        recipients.campaign_id as mailing_id,
+        max(performance.campaign_title) as mailing_name,
+        min(recipients.sent_at) as sent_at,
+        bool_or(recipients.was_delivered) as delivered,
+        max(recipients.bounce_type) as bounce,
+        bool_or(recipients.unique_open) as opened,
+        bool_or(recipients.clicked) as clicked,
+        cast(sum(recipients.opens) as bigint) as opens,
+        cast(sum(recipients.clicks) as bigint) as clicks,
+        min(recipients.first_open_at) as first_open_at,
+        min(recipients.first_click_at) as first_click_at,
+        bool_or(recipients.unsubscribed_via_campaign) as unsubscribed
+    from marts.fct_campaign_recipients as recipients
+    left join marts.fct_campaign_performance as performance
+        on recipients.esp_account = performance.esp_account and recipients.campaign_id = performance.campaign_id
+    where recipients.crm_contact_id is not null
+    group by recipients.crm_contact_id, recipients.campaign_id
+),
+hashed as (
+    select *, md5(concat_ws('|', mailing_name, sent_at, delivered, bounce, opened, clicked, opens, clicks,
+                            first_open_at, first_click_at, unsubscribed)) as state_hash
+    from reactions
+)
+select hashed.* from hashed
+left join {written} as written
+    on hashed.contact_id = written.crm_contact_id and hashed.mailing_id = written.campaign_id
+where written.state_hash is distinct from hashed.state_hash
+order by hashed.contact_id, hashed.mailing_id
+"""
+
+
+# what a warehouse whose pushes never wrote a reaction has written
+NONE_WRITTEN = (
+    "(select cast(null as varchar) as crm_contact_id, cast(null as varchar) as campaign_id, "
+    "cast(null as varchar) as state_hash where false)"
+)
+
+
+def changed_reactions(db: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """The reactions a push would write: new, or changed since the push that wrote them last."""
+    try:
+        found = db.execute(
+            "select count(*) from duckdb_tables() where schema_name = 'ops' and table_name = 'crm_mailing_reactions'"
+        ).fetchone()
+        written = "ops.crm_mailing_reactions" if found and found[0] else NONE_WRITTEN
+        return _fetch(db, CHANGED_REACTIONS.format(written=written), dict)
+    except duckdb.CatalogException:  # no sync has built the campaign marts yet
+        return []
+
+
+def push_reactions(db: duckdb.DuckDBPyConnection, writer: CrmWriter) -> int:
+    """Write each recipient's changed reaction to each mailing into the CRM's
+    `crm.mailing_reactions`, then remember what was written, so the next push writes only
+    what changed. The reference integration shows them per mailing inside the CRM."""
+    db.execute(REACTIONS_WRITTEN)
+    reactions = changed_reactions(db)
+    rows = [{key: value for key, value in reaction.items() if key != "state_hash"} for reaction in reactions]
+    written = writer.write_reactions([{**row, "updated_at": _now()} for row in rows])
+    if reactions:
+        now = _now()
+        db.executemany(
+            "insert or replace into ops.crm_mailing_reactions values (?, ?, ?, ?)",
+            [(r["contact_id"], r["mailing_id"], r["state_hash"], now) for r in reactions],
+        )
+    return written
 
 
 def queue_is_behind(db: duckdb.DuckDBPyConnection) -> bool:

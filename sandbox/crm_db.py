@@ -43,6 +43,22 @@ CANONICAL_TYPES: dict[str, dict[str, sa.types.TypeEngine[Any]]] = {
         "valid_from": sa.DateTime(),
         "valid_to": sa.DateTime(),
     },
+    "mailing_reactions": {
+        "contact_id": sa.Integer(),
+        "mailing_id": sa.String(64),
+        "mailing_name": sa.String(200),
+        "sent_at": sa.DateTime(),
+        "delivered": sa.Boolean(),
+        "bounce": sa.String(20),
+        "opened": sa.Boolean(),
+        "clicked": sa.Boolean(),
+        "opens": sa.Integer(),
+        "clicks": sa.Integer(),
+        "first_open_at": sa.DateTime(),
+        "first_click_at": sa.DateTime(),
+        "unsubscribed": sa.Boolean(),
+        "updated_at": sa.DateTime(),
+    },
     "consents": {
         "contact_id": sa.Integer(),
         "list_id": sa.String(64),
@@ -122,7 +138,7 @@ def write_crm(scenario_tables: dict[str, pl.DataFrame], url: str, crm: CrmConfig
         with engine.begin() as connection:
             for entity, table in tables.items():
                 if entity not in SCENARIO_TABLES:
-                    continue  # written by mailbridge only (consents)
+                    continue  # written by mailbridge only (consents, mailing reactions)
                 frame = scenario_tables[SCENARIO_TABLES[entity]]
                 mapping: TableMapping = getattr(crm, entity)
                 for rows in _rows(frame, mapping, statuses):

@@ -132,6 +132,35 @@ class CrmWriter:
                     outcomes.append(self._apply_one(connection, action))
         return outcomes
 
+    def write_reactions(self, reactions: Sequence[Mapping[str, Any]]) -> int:
+        """Each recipient's reaction to a mailing into `crm.mailing_reactions`: the row of the
+        contact and mailing updated, or inserted when it has none. Times in the CRM's zone.
+        Returns the rows written."""
+        if self.crm.mailing_reactions is None or not reactions:
+            return 0
+        table = self._table("mailing_reactions")
+        contact, mailing = self._col("mailing_reactions", "contact_id"), self._col("mailing_reactions", "mailing_id")
+        written = 0
+        for start in range(0, len(reactions), self.chunk_size):
+            with self.engine.begin() as connection:
+                for reaction in reactions[start : start + self.chunk_size]:
+                    values = {
+                        name: self._local(value) if isinstance(value, datetime) else value
+                        for name, value in reaction.items()
+                    }
+                    contact_id = self._id_value("mailing_reactions", str(values.pop("contact_id")))
+                    mailing_id = values.pop("mailing_id")
+                    where = sa.and_(contact == contact_id, mailing == mailing_id)
+                    mapped = self._mapped("mailing_reactions", values)
+                    updated = connection.execute(table.update().where(where).values(mapped)) if mapped else None
+                    self.statements += 1
+                    if updated is None or updated.rowcount == 0:
+                        row = {"contact_id": contact_id, "mailing_id": mailing_id, **values}
+                        connection.execute(table.insert().values(self._mapped("mailing_reactions", row)))
+                        self.statements += 1
+                    written += 1
+        return written
+
     def clear_tasks(self, done: Sequence[tuple[str, str, str]]) -> int:
         """Empty the task column of assignments whose task was executed, if it still says so."""
         mapping = self.crm.assignments

@@ -283,3 +283,64 @@ def test_new_activity_on_an_old_campaign_is_read_alone_and_reaches_the_marts(
     )
     assert (performance["total_opens"], performance["unique_opens"]) == (7, 4)
     assert (performance["total_clicks"], performance["unique_clicks"], performance["no_reaction"]) == (5, 3, 1)
+
+
+REACTIONS_MAPPING = {
+    "table": "mailing_reaktionen",
+    "columns": {
+        "contact_id": "kontakt_id",
+        "mailing_id": "mailing_id",
+        "mailing_name": "mailing",
+        "delivered": "zugestellt",
+        "bounce": "bounce",
+        "opened": "geoeffnet",
+        "clicked": "geklickt",
+        "opens": "oeffnungen",
+        "clicks": "klicks",
+        "first_open_at": "erste_oeffnung_am",
+        "unsubscribed": "abgemeldet",
+    },
+}
+
+
+def test_the_push_writes_each_contacts_mailing_reactions_into_the_crm_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `crm.mailing_reactions` mapped, a push writes each CRM contact's reaction to each
+    mailing into it (the reference integration shows them in the CRM); the next push writes
+    only what changed, here nothing."""
+    import sqlalchemy as sa
+    import yaml
+
+    from mailbridge.config import load_config
+    from pipelines.pushback import push
+    from sandbox.crm_db import crm_tables
+    from tests.conftest import crm_query, start_mailchimp
+
+    scenario = scenario_named("campaign")
+    emulator = start_mailchimp(scenario)
+    try:
+        config_file, config = load_small_world(tmp_path, lambda s: emulator, scenario, monkeypatch, "reactions")
+        raw = yaml.safe_load(config_file.read_text("utf-8"))
+        raw["crm"]["mailing_reactions"] = REACTIONS_MAPPING
+        config_file.write_text(yaml.safe_dump(raw, allow_unicode=True), "utf-8")
+        config = load_config(config_file)
+        crm_url = config.crm.connection_url(config.base_dir)
+        engine = sa.create_engine(crm_url)
+        crm_tables(config.crm, sa.MetaData())["mailing_reactions"].create(engine)
+        engine.dispose()
+        dbt_build(tmp_path, config.warehouse_path(), "reactions")
+        dry = push(config, run_id="dry", dry_run=True)
+        first = push(config, run_id="first")
+        second = push(config, run_id="second")
+    finally:
+        emulator.server.stop()
+    # anna and bernd are the CRM's contacts among the campaign's recipients
+    assert (dry.reactions_written, first.reactions_written, second.reactions_written) == (2, 2, 0)
+    written = {row["kontakt_id"]: row for row in crm_query(crm_url, "select * from mailing_reaktionen")}
+    assert set(written) == {1, 2}
+    anna = written[1]
+    assert (anna["mailing_id"], anna["mailing"], anna["oeffnungen"], anna["klicks"]) == ("cmp100", "Juni", 3, 3)
+    assert bool(anna["zugestellt"]) and bool(anna["geoeffnet"]) and bool(anna["geklickt"])
+    assert str(anna["erste_oeffnung_am"]).startswith("2025-06-01 09:00")
+    assert (written[2]["oeffnungen"], bool(written[2]["geklickt"])) == (1, False)
