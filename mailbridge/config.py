@@ -353,9 +353,12 @@ class ExtractionSettings(_Strict):
     backoff_seconds: float = Field(default=0.5, ge=0)
     max_retry_after_seconds: float = Field(default=60, ge=0)
     timeout_seconds: float = Field(default=60, gt=0)
-    # sent-to and unsubscribes of a campaign are read on every run until this many days after
-    # its send, once more after that, and then only by a full sync
+    # unsubscribes and abuse reports of a campaign (which come for weeks) are read on every run
+    # until this many days after its send, once more after that, and then only by a full sync
     report_window_days: float = Field(default=30, ge=0)
+    # the same for sent-to, whose recipients are fixed by the send and whose delivery status
+    # settles within days; later bounces and opens come through the email activity
+    sent_to_window_days: float = Field(default=3, ge=0)
     # email activity is read again this far back from each campaign's cursor: events the ESP
     # reports late, dated before the last read, are not missed (the merge keeps each once)
     activity_reread_minutes: float = Field(default=60, ge=0)

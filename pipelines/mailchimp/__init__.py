@@ -636,6 +636,7 @@ def mailchimp_source(
         schema: pa.Schema,
         timestamps: Sequence[str],
         row_fields: Sequence[str],
+        window_days: float,
     ) -> Iterator[Any]:
         outcomes: list[dict[str, Any]] = []
 
@@ -667,7 +668,7 @@ def mailchimp_source(
         settled: dict[str, str] = dlt.current.resource_state().setdefault("settled", {})
         if full_refresh:
             settled.clear()
-        window = timedelta(days=limits.report_window_days)
+        window = timedelta(days=window_days)
         for account in accounts:
             client = client_for(account)
             for campaign in sent_campaigns(account):
@@ -687,20 +688,40 @@ def mailchimp_source(
     @dlt.resource(name="sent_to", primary_key=(ACCOUNT_KEY, "campaign_id", "email_id"), write_disposition="merge")
     def sent_to() -> Iterator[Any]:
         fields = ("list_id", "email_id", "email_address", "status", "open_count", "last_open")
-        yield from per_recipient("sent_to", settings.SENT_TO_PATH, "sent_to", SENT_TO_SCHEMA, ["last_open"], fields)
+        yield from per_recipient(
+            "sent_to",
+            settings.SENT_TO_PATH,
+            "sent_to",
+            SENT_TO_SCHEMA,
+            ["last_open"],
+            fields,
+            limits.sent_to_window_days,
+        )
 
     @dlt.resource(name="unsubscribes", primary_key=(ACCOUNT_KEY, "campaign_id", "email_id"), write_disposition="merge")
     def unsubscribes() -> Iterator[Any]:
         fields = ("list_id", "email_id", "email_address", "timestamp", "reason")
         yield from per_recipient(
-            "unsubscribes", settings.UNSUBSCRIBED_PATH, "unsubscribes", UNSUBSCRIBED_SCHEMA, ["timestamp"], fields
+            "unsubscribes",
+            settings.UNSUBSCRIBED_PATH,
+            "unsubscribes",
+            UNSUBSCRIBED_SCHEMA,
+            ["timestamp"],
+            fields,
+            limits.report_window_days,
         )
 
     @dlt.resource(name="abuse_reports", primary_key=(ACCOUNT_KEY, "campaign_id", "email_id"), write_disposition="merge")
     def abuse_reports() -> Iterator[Any]:
         fields = ("list_id", "email_id", "email_address", "date")
         yield from per_recipient(
-            "abuse_reports", settings.ABUSE_REPORTS_PATH, "abuse_reports", ABUSE_REPORT_SCHEMA, ["date"], fields
+            "abuse_reports",
+            settings.ABUSE_REPORTS_PATH,
+            "abuse_reports",
+            ABUSE_REPORT_SCHEMA,
+            ["date"],
+            fields,
+            limits.report_window_days,
         )
 
     return (lists, members, campaigns, reports, email_activity, sent_to, unsubscribes, abuse_reports)

@@ -558,7 +558,7 @@ def test_per_recipient_reports_of_a_campaign_past_its_window_are_read_once_more_
     reads it again. A read that failed settles nothing."""
     monkeypatch.setenv(KEY_ENV, KEY)
     emulator: RunningEmulator = serve_mailchimp(scenario, **failing_reads(r"/3\.0/reports/nl0001c02/sent-to"))
-    config = mailchimp_config(tmp_path, emulator, max_retries=1, report_window_days=0)
+    config = mailchimp_config(tmp_path, emulator, max_retries=1, report_window_days=0, sent_to_window_days=0)
     account = emulator.state.account_named("brand_main")
     log = emulator.emulator.log
 
@@ -583,9 +583,17 @@ def test_per_recipient_reports_of_a_campaign_past_its_window_are_read_once_more_
     assert sent == sum(len(c.recipients) for c in account.campaigns.values())
 
     # within the window, every run reads them again
-    config = mailchimp_config(tmp_path, emulator, max_retries=1, report_window_days=100_000)
+    config = mailchimp_config(
+        tmp_path, emulator, max_retries=1, report_window_days=100_000, sent_to_window_days=100_000
+    )
     assert recipient_reads("within", full_refresh=True) == every
     assert recipient_reads("within again", full_refresh=False) == every
+    # sent-to has a window of its own: past it, the unsubscribes alone are read again
+    config = mailchimp_config(tmp_path, emulator, max_retries=1, report_window_days=100_000, sent_to_window_days=0)
+    assert recipient_reads("sent-to settling", full_refresh=True) == every
+    assert recipient_reads("sent-to settled", full_refresh=False) == {
+        (campaign, "unsubscribed") for campaign in account.campaigns
+    }
 
 
 def test_email_activity_is_read_again_a_window_back_from_its_cursor_and_kept_once(
