@@ -20,6 +20,7 @@ def build_docs(warehouse: Path, out: Path) -> Path:
     """The static documentation page of `warehouse`'s models, written into `out`; its path."""
     if not warehouse.is_file():
         raise ConfigError(f"no warehouse at {warehouse}: run a sync first (make demo)")
+    out = out.resolve()  # dbt reads a relative target path from its project folder
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out) as folder:
         copy = Path(folder) / "catalog.duckdb"

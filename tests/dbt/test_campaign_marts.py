@@ -225,11 +225,15 @@ def test_a_subscribed_member_whose_consent_cannot_be_proven_is_a_warning(
     ]
 
 
-def test_the_docs_are_one_static_page_with_the_models_descriptions(built: Any, tmp_path: Path) -> None:
+def test_the_docs_are_one_static_page_with_the_models_descriptions(
+    built: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mailbridge.docs import build_docs
 
     warehouse, _ = built
-    page = build_docs(warehouse, tmp_path / "docs")
+    monkeypatch.chdir(tmp_path)  # a relative folder is the caller's, as `make docs` gives it
+    page = build_docs(warehouse, Path("docs"))
+    assert page == tmp_path / "docs" / "static_index.html"
     html = page.read_text("utf-8")
     assert "fct_campaign_performance" in html and "One row per consent event" in html
     # and the same descriptions reach the warehouse as comments, where BI tools show them
