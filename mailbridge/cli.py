@@ -162,6 +162,17 @@ def _reading(config: MailbridgeConfig) -> Iterator[Path]:
         yield path
 
 
+@contextmanager
+def _reading_synced(config: MailbridgeConfig) -> Iterator[Path]:
+    """`_reading`, for a command that needs a synced warehouse: without one it says what to run."""
+    warehouse = config.warehouse_path()
+    if not warehouse.exists():
+        err.print(f"[red]no warehouse at {_printable(warehouse)}: run `mailbridge sync --full` first[/red]")
+        raise typer.Exit(1)
+    with _reading(config) as readable:
+        yield readable
+
+
 def _load(config_file: Path | None) -> MailbridgeConfig:
     if config_file is not None:
         os.environ[CONFIG_ENV] = str(config_file.resolve())
@@ -596,11 +607,7 @@ def report(
     from mailbridge.report import write_report
 
     config = _load(config_file)
-    warehouse = config.warehouse_path()
-    if not warehouse.exists():
-        err.print(f"[red]no warehouse at {_printable(warehouse)}: run `mailbridge sync --full` first[/red]")
-        raise typer.Exit(1)
-    with _reading(config) as readable:
+    with _reading_synced(config) as readable:
         written = write_report(readable, out)
     console.print(f"[green]✓[/green] report written to {_printable(written)}")
 
@@ -615,11 +622,7 @@ def explain(
     from mailbridge.explain import explain_address
 
     config = _load(config_file)
-    warehouse = config.warehouse_path()
-    if not warehouse.exists():
-        err.print(f"[red]no warehouse at {_printable(warehouse)}: run `mailbridge sync --full` first[/red]")
-        raise typer.Exit(1)
-    with _reading(config) as readable:
+    with _reading_synced(config) as readable:
         found = explain_address(readable, address, console)
     if not found:
         raise typer.Exit(1)

@@ -3,6 +3,8 @@ figures are exactly the expected ones, and they equal the emulator's own report.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,9 @@ import duckdb
 import httpx
 import pytest
 
-from tests.conftest import scenario_named
+from mailbridge.config import MailbridgeConfig
+from sandbox.scenario import Scenario
+from tests.conftest import RunningEmulator, scenario_named, start_mailchimp
 from tests.dbt.test_dbt_build import dbt_build, load_small_world
 
 EXPECTED = {
@@ -57,23 +61,31 @@ def rows(warehouse: Path, query: str) -> list[dict[str, Any]]:
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
+@contextmanager
+def campaign_world(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, run_id: str
+) -> Iterator[tuple[Path, MailbridgeConfig, RunningEmulator, Scenario]]:
+    """The campaign scenario in an emulator of its own and a SQLite CRM, extracted once; the
+    emulator stops when the block ends."""
+    scenario = scenario_named("campaign")
+    emulator = start_mailchimp(scenario)
+    try:
+        config_file, config = load_small_world(folder, lambda s: emulator, scenario, monkeypatch, run_id)
+        yield config_file, config, emulator, scenario
+    finally:
+        emulator.server.stop()
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Any:
     folder = tmp_path_factory.mktemp("campaign")
-    scenario = scenario_named("campaign")
-    from tests.conftest import start_mailchimp
-
-    emulator = start_mailchimp(scenario)
-    try:
-        with pytest.MonkeyPatch.context() as monkeypatch:
-            _, config = load_small_world(folder, lambda s: emulator, scenario, monkeypatch, "campaign")
-            dbt_build(folder, config.warehouse_path(), "campaign")
-            report = httpx.get(
-                f"{emulator.base_url}/reports/cmp100", auth=("x", scenario.account("brand_main").api_key)
-            ).json()
+    with pytest.MonkeyPatch.context() as monkeypatch, campaign_world(folder, monkeypatch, "campaign") as world:
+        _, config, emulator, scenario = world
+        dbt_build(folder, config.warehouse_path(), "campaign")
+        report = httpx.get(
+            f"{emulator.base_url}/reports/cmp100", auth=("x", scenario.account("brand_main").api_key)
+        ).json()
         yield config.warehouse_path(), report
-    finally:
-        emulator.server.stop()
 
 
 def test_a_known_campaign_has_exactly_its_counts_and_rates(built: Any) -> None:
@@ -154,12 +166,8 @@ def test_list_growth_keeps_the_history_of_each_sync(tmp_path: Path, monkeypatch:
 
     from pipelines.mailchimp.helpers import subscriber_hash
     from pipelines.runner import run_extractions
-    from tests.conftest import start_mailchimp
 
-    scenario = scenario_named("campaign")
-    emulator = start_mailchimp(scenario)
-    try:
-        _, config = load_small_world(tmp_path, lambda s: emulator, scenario, monkeypatch, "first")
+    with campaign_world(tmp_path, monkeypatch, "first") as (_, config, emulator, scenario):
         dbt_build(tmp_path, config.warehouse_path(), "first")
         growth = "select * from marts.fct_list_growth where list_link_id = 'newsletter_main' order by day"
         before = rows(config.warehouse_path(), growth)
@@ -172,8 +180,6 @@ def test_list_growth_keeps_the_history_of_each_sync(tmp_path: Path, monkeypatch:
         run_extractions(config, full_refresh=False, run_id="second")
         dbt_build(tmp_path, config.warehouse_path(), "second")
         after = rows(config.warehouse_path(), growth)
-    finally:
-        emulator.server.stop()
     today = datetime.now(UTC).date()
     assert before[-1]["day"] == today and before[-1]["subscribed_at_day_end"] == 6
     assert (after[-1]["day"], after[-1]["unsubscribes"], after[-1]["net_change"]) == (today, 1, -1)
@@ -205,14 +211,8 @@ def test_a_subscribed_member_whose_consent_cannot_be_proven_is_a_warning(
 ) -> None:
     """A member subscribed at the ESP with no opt-in or sign-up time, and no CRM subscribe: the
     ledger cannot say when it consented, and the event log says so."""
-    from tests.conftest import start_mailchimp
-
-    scenario = scenario_named("campaign")
-    emulator = start_mailchimp(scenario)
-    try:
-        _, config = load_small_world(tmp_path, lambda s: emulator, scenario, monkeypatch, "unproven")
-    finally:
-        emulator.server.stop()
+    with campaign_world(tmp_path, monkeypatch, "unproven") as (_, config, _emulator, _scenario):
+        pass
     with duckdb.connect(str(config.warehouse_path())) as db:
         db.execute(
             "update raw_mailchimp.members set timestamp_opt = null, timestamp_signup = null "
@@ -255,12 +255,8 @@ def test_new_activity_on_an_old_campaign_is_read_alone_and_reaches_the_marts(
     from pipelines.mailchimp.helpers import subscriber_hash
     from pipelines.runner import run_extractions
     from sandbox.mailchimp.state import Activity
-    from tests.conftest import start_mailchimp
 
-    scenario = scenario_named("campaign")
-    emulator = start_mailchimp(scenario)
-    try:
-        _, config = load_small_world(tmp_path, lambda s: emulator, scenario, monkeypatch, "first")
+    with campaign_world(tmp_path, monkeypatch, "first") as (_, config, emulator, _scenario):
         campaign = emulator.state.account_named("brand_main").get_campaign("cmp100")
         now = datetime.now(UTC).replace(microsecond=0)
         campaign.recipients[subscriber_hash("bernd@beispiel.de")].activity.append(Activity("open", now))
@@ -272,8 +268,6 @@ def test_new_activity_on_an_old_campaign_is_read_alone_and_reaches_the_marts(
         run_extractions(config, full_refresh=False, run_id="second")
         reads = [e for e in emulator.emulator.log.snapshot() if e.path == "/3.0/reports/cmp100/email-activity"]
         dbt_build(tmp_path, config.warehouse_path(), "second")
-    finally:
-        emulator.server.stop()
     assert reads and all("since" in read.query for read in reads)
     # the events read: the three new ones (the ESP lists every recipient, each with its activity since)
     (read,) = rows(
@@ -319,12 +313,9 @@ def test_the_push_writes_each_contacts_mailing_reactions_into_the_crm_once(
     from mailbridge.config import load_config
     from pipelines.pushback import push
     from sandbox.crm_db import crm_tables
-    from tests.conftest import crm_query, start_mailchimp
+    from tests.conftest import crm_query
 
-    scenario = scenario_named("campaign")
-    emulator = start_mailchimp(scenario)
-    try:
-        config_file, config = load_small_world(tmp_path, lambda s: emulator, scenario, monkeypatch, "reactions")
+    with campaign_world(tmp_path, monkeypatch, "reactions") as (config_file, config, _emulator, _scenario):
         raw = yaml.safe_load(config_file.read_text("utf-8"))
         raw["crm"]["mailing_reactions"] = REACTIONS_MAPPING
         config_file.write_text(yaml.safe_dump(raw, allow_unicode=True), "utf-8")
@@ -337,8 +328,6 @@ def test_the_push_writes_each_contacts_mailing_reactions_into_the_crm_once(
         dry = push(config, run_id="dry", dry_run=True)
         first = push(config, run_id="first")
         second = push(config, run_id="second")
-    finally:
-        emulator.server.stop()
     # anna and bernd are the CRM's contacts among the campaign's recipients
     assert (dry.reactions_written, first.reactions_written, second.reactions_written) == (2, 2, 0)
     written = {row["kontakt_id"]: row for row in crm_query(crm_url, "select * from mailing_reaktionen")}

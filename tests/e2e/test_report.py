@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.pushback import push
-from tests.conftest import REPO_ROOT, scenario_named, start_mailchimp
-from tests.dbt.test_dbt_build import dbt_build, load_small_world
+from tests.conftest import REPO_ROOT
+from tests.dbt.test_campaign_marts import campaign_world
+from tests.dbt.test_dbt_build import dbt_build
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -34,14 +35,9 @@ def chromium() -> str:
 def test_the_report_opens_offline_and_draws_every_chart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from playwright.sync_api import sync_playwright
 
-    scenario = scenario_named("campaign")
-    emulator = start_mailchimp(scenario)
-    try:
-        config_file, config = load_small_world(tmp_path, lambda s: emulator, scenario, monkeypatch, "report")
+    with campaign_world(tmp_path, monkeypatch, "report") as (config_file, config, _emulator, _scenario):
         dbt_build(tmp_path, config.warehouse_path(), "report")
         push(config, run_id="report-push")
-    finally:
-        emulator.server.stop()
     out = tmp_path / "out" / "report.html"
     made = subprocess.run(
         [sys.executable, "-m", "mailbridge.cli", "report", "--out", str(out), "-c", str(config_file)],
