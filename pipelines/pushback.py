@@ -392,15 +392,6 @@ def _push(
     return report
 
 
-REACTIONS_WRITTEN = """
-create table if not exists ops.crm_mailing_reactions (
-    crm_contact_id varchar not null,
-    campaign_id varchar not null,
-    state_hash varchar not null,
-    written_at timestamp with time zone not null,
-    primary key (crm_contact_id, campaign_id)
-)
-"""
 # each CRM contact's reaction to each campaign, where it changed since the push that last wrote it
 CHANGED_REACTIONS = """
 with reactions as (
@@ -430,28 +421,17 @@ hashed as (
     from reactions
 )
 select hashed.* from hashed
-left join {written} as written
+left join ops.crm_mailing_reactions as written
     on hashed.contact_id = written.crm_contact_id and hashed.mailing_id = written.campaign_id
 where written.state_hash is distinct from hashed.state_hash
 order by hashed.contact_id, hashed.mailing_id
 """
 
 
-# what a warehouse whose pushes never wrote a reaction has written
-NONE_WRITTEN = (
-    "(select cast(null as varchar) as crm_contact_id, cast(null as varchar) as campaign_id, "
-    "cast(null as varchar) as state_hash where false)"
-)
-
-
 def changed_reactions(db: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """The reactions a push would write: new, or changed since the push that wrote them last."""
     try:
-        found = db.execute(
-            "select count(*) from duckdb_tables() where schema_name = 'ops' and table_name = 'crm_mailing_reactions'"
-        ).fetchone()
-        written = "ops.crm_mailing_reactions" if found and found[0] else NONE_WRITTEN
-        return _fetch(db, CHANGED_REACTIONS.format(written=written), dict)
+        return _fetch(db, CHANGED_REACTIONS, dict)
     except duckdb.CatalogException:  # no sync has built the campaign marts yet
         return []
 
@@ -460,12 +440,11 @@ def push_reactions(db: duckdb.DuckDBPyConnection, writer: CrmWriter) -> int:
     """Write each recipient's changed reaction to each mailing into the CRM's
     `crm.mailing_reactions`, then remember what was written, so the next push writes only
     what changed. The reference integration shows them per mailing inside the CRM."""
-    db.execute(REACTIONS_WRITTEN)
     reactions = changed_reactions(db)
-    rows = [{key: value for key, value in reaction.items() if key != "state_hash"} for reaction in reactions]
-    written = writer.write_reactions([{**row, "updated_at": _now()} for row in rows])
+    now = _now()
+    rows = [{**{key: value for key, value in r.items() if key != "state_hash"}, "updated_at": now} for r in reactions]
+    written = writer.write_reactions(rows)
     if reactions:
-        now = _now()
         db.executemany(
             "insert or replace into ops.crm_mailing_reactions values (?, ?, ?, ?)",
             [(r["contact_id"], r["mailing_id"], r["state_hash"], now) for r in reactions],

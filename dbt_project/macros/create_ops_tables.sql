@@ -49,6 +49,15 @@
         outcome varchar not null,
         reasons varchar
     );
+    -- what the push last wrote into crm.mailing_reactions, per contact and campaign (a hash of
+    -- the row): the next push writes only what changed
+    create table if not exists ops.crm_mailing_reactions (
+        crm_contact_id varchar not null,
+        campaign_id varchar not null,
+        state_hash varchar not null,
+        written_at timestamp with time zone not null,
+        primary key (crm_contact_id, campaign_id)
+    );
     create table if not exists ops.dbt_runs (
         invocation_id varchar primary key,
         run_id varchar not null,

@@ -191,7 +191,7 @@ def check_rerun(world: World, lane: Lane, step: int, rerun: list[dict[str, Any]]
     return breaks
 
 
-def check_incremental_equals_full(world: World, lanes: list[Lane], step: int, found: list[Difference]) -> list[Break]:
+def check_incremental_equals_full(lanes: list[Lane], step: int, found: list[Difference]) -> list[Break]:
     """Invariant 6: each row where the incremental sync's marts and the full sync's differ, as a
     break of the lane whose list link it belongs to."""
     breaks = []

@@ -136,7 +136,7 @@ def run_world(
                     world.set_faults(burst if burst == "esp_down_member_reads" else None)
                     if step == len(schedule) - 1 and burst is None:
                         # the run's last cycle: its incremental sync must end where a full one would
-                        report(check_incremental_equals_full(world, lanes, step, world.sync_beside_a_full_one()))
+                        report(check_incremental_equals_full(lanes, step, world.sync_beside_a_full_one()))
                     else:
                         world.sync(full=False)
                     world.set_faults(None)

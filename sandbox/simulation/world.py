@@ -664,16 +664,17 @@ class World:
             settings.update(rate_5xx=1.0, path_contains="/members")
         self.admin.put("_sandbox/faults", json=settings).raise_for_status()
 
-    def sync(self, *, full: bool) -> str:
-        """Extract everything and rebuild the models (what `mailbridge sync` runs)."""
+    def sync(self, *, full: bool, run_id: str | None = None) -> str:
+        """Extract everything and rebuild the models (what `mailbridge sync` runs), into the
+        warehouse MAILBRIDGE_WAREHOUSE names, with its dbt target beside it."""
         from pipelines.runner import run_extractions
 
-        run_id = self.run_id("full" if full else "incremental")
+        run_id = run_id or self.run_id("full" if full else "incremental")
         try:
             run_extractions(self.config, full_refresh=full, run_id=run_id)
         except Exception as error:  # a sync that breaks off is an outcome, not a crash of the simulation
             raise SyncFailed(f"extraction failed: {type(error).__name__}: {str(error)[:300]}") from error
-        built = dbt_build(self.warehouse, self.folder / "dbt_target", run_id)
+        built = dbt_build(self.warehouse, self.warehouse.parent / "dbt_target", run_id)
         if built.returncode != 0:
             tail = "\n".join((built.stdout + built.stderr).strip().splitlines()[-15:])
             raise SyncFailed(f"dbt build failed:\n{tail}")
@@ -682,26 +683,18 @@ class World:
     def sync_beside_a_full_one(self) -> list[Difference]:
         """An incremental sync, and a full sync of the same moment into a copy of the warehouse
         and dlt state as they were before it: where the two marts differ (`sandbox.compare`)."""
-        from pipelines.runner import run_extractions
-
         beside = self.folder / "full_beside"
         shutil.rmtree(beside, ignore_errors=True)
         beside.mkdir()
         shutil.copy2(self.warehouse, beside / "warehouse.duckdb")
         shutil.copytree(self.warehouse.parent / "dlt", beside / "dlt")
         run_id = self.sync(full=False)
+        own = os.environ[WAREHOUSE_ENV]
         os.environ[WAREHOUSE_ENV] = str(beside / "warehouse.duckdb")
         try:
-            try:
-                run_extractions(self.config, full_refresh=True, run_id=run_id)
-            except Exception as error:
-                raise SyncFailed(f"the full sync beside failed: {type(error).__name__}: {str(error)[:300]}") from error
-            built = dbt_build(beside / "warehouse.duckdb", beside / "dbt_target", run_id)
-            if built.returncode != 0:
-                tail = "\n".join((built.stdout + built.stderr).strip().splitlines()[-15:])
-                raise SyncFailed(f"dbt build of the full sync beside failed:\n{tail}")
+            self.sync(full=True, run_id=run_id)
         finally:
-            os.environ[WAREHOUSE_ENV] = str(self.folder / "warehouse.duckdb")
+            os.environ[WAREHOUSE_ENV] = own
         return mart_differences(self.warehouse, beside / "warehouse.duckdb")
 
     def push(self, *, kill: str | None = None, write_back: bool = True) -> tuple[str, Any]:
