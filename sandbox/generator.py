@@ -560,12 +560,9 @@ def _add_campaigns(
                         continue
                     if rng.random() < 0.35:
                         opened = send_time + timedelta(minutes=rng.randint(5, 4000))
-                        clicked = send_time
-                        if rng.random() < 0.25:
-                            clicked = opened + timedelta(seconds=rng.randint(5, 300))
+                        first_click = opened + timedelta(seconds=rng.randint(5, 300)) if rng.random() < 0.25 else None
                         # opens again (some weeks later) and clicks on several links: drawn from a
                         # generator of their own, so the rest of the world stays as it was
-                        first_click = clicked if clicked > send_time else None
                         for when, action, url in _reactions(more, opened, first_click, site, number, ref):
                             tables["esp_activity"].add(
                                 account=account.name,

@@ -251,7 +251,7 @@ def erased_members(
         concurrency=concurrency,
     ):
         census.extend(member["id"] for member in page)
-    present = pa.array(census + sorted(read), pa.string())
+    present = pa.concat_arrays([pa.array(census, pa.string()), read_ids])
     gone = stored.filter(pc.invert(pc.is_in(stored, value_set=present)))
     if len(gone) == 0:
         return None
