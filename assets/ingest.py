@@ -9,7 +9,15 @@ from dagster_dlt.translator import DltResourceTranslatorData
 
 from assets.project import WAREHOUSE_POOL, project_config
 from assets.resources import WarehouseResource
-from pipelines.runner import Extraction, extraction_named, extraction_names, extractions, settle_pending
+from mailbridge.key_store import kept_keys
+from pipelines.runner import (
+    Extraction,
+    extraction_named,
+    extraction_names,
+    extractions,
+    key_store_dir,
+    settle_pending,
+)
 
 
 class SyncConfig(dg.Config):  # type: ignore[misc]
@@ -52,7 +60,8 @@ def _extraction_asset(template: Extraction) -> dg.AssetsDefinition:
         settled = settle_pending(run.pipeline)
         if settled is not None:
             context.log.warning(settled)
-        yield from dlt.run(context=context, dlt_source=run.source, dlt_pipeline=run.pipeline)
+        with kept_keys(key_store_dir(run.pipeline)):
+            yield from dlt.run(context=context, dlt_source=run.source, dlt_pipeline=run.pipeline)
 
     return extract
 

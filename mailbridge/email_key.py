@@ -16,6 +16,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 import email_validator
 import pyarrow as pa
@@ -217,6 +218,30 @@ def _mixed_scripts(part: str) -> str | None:
     return " and ".join(sorted(script.title() for script in scripts))
 
 
+class KeptResults(Protocol):
+    """Results kept from earlier syncs (`mailbridge.key_store.KeyStore`)."""
+
+    def get(self, address: str) -> EmailKeyResult | None: ...
+
+    def __setitem__(self, address: str, result: EmailKeyResult) -> None: ...
+
+
+# the results of earlier syncs, while a sync's extraction keeps them (`key_store.kept_keys`)
+_kept: KeptResults | None = None
+
+
+def _judged(address: str | None) -> EmailKeyResult:
+    """try_email_key for an address the fast path left, first asking the kept results."""
+    kept = _kept
+    if kept is None or not isinstance(address, str):
+        return try_email_key(address)
+    result = kept.get(address)
+    if result is None:
+        result = try_email_key(address)
+        kept[address] = result
+    return result
+
+
 @lru_cache(maxsize=KEY_CACHE_SIZE)
 def try_email_key(address: str | None) -> EmailKeyResult:
     """Like email_key, but returns the reason instead of raising.
@@ -263,7 +288,7 @@ def _email_keys_one_by_one(items: Iterable[object]) -> tuple[pa.Array, pa.Array]
     keys: list[str | None] = []
     errors: list[str | None] = []
     for item in items:
-        result = try_email_key(item)  # type: ignore[arg-type]  # a non-string gets its reason
+        result = _judged(item)  # type: ignore[arg-type]  # a non-string gets its reason
         keys.append(result.key)
         errors.append(result.error)
     return pa.array(keys, type=pa.string()), pa.array(errors, type=pa.string())
@@ -296,7 +321,7 @@ def _email_keys_arrow(column: pa.Array, items: list[str | None] | None = None) -
     keys: list[str | None] = [None] * len(column)
     errors: list[str | None] = [None] * len(column)
     for row, value in zip(slow_rows, slow_values, strict=True):
-        result = try_email_key(value)
+        result = _judged(value)
         keys[row] = result.key
         errors[row] = result.error
     return pc.if_else(fast, lowered, pa.array(keys, type=pa.string())), pa.array(errors, type=pa.string())
@@ -323,7 +348,7 @@ def blocklist_key(entry: str | None) -> BlocklistKey:
             return BlocklistKey(None, domain_key(text[2:]), None)
         except InvalidEmail as error:
             return BlocklistKey(None, None, error.reason)
-    result = try_email_key(entry)
+    result = _judged(entry)
     return BlocklistKey(result.key, None, result.error)
 
 

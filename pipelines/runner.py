@@ -13,6 +13,7 @@ from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.sources import DltSource
 
 from mailbridge.config import MailbridgeConfig, duckdb_settings
+from mailbridge.key_store import kept_keys
 from pipelines.crm import crm_source
 from pipelines.registry import connector
 from pipelines.settings_source import settings_source
@@ -26,6 +27,12 @@ SETTINGS_DATASET = "raw_mailbridge"
 def state_dir(config: MailbridgeConfig) -> Path:
     """Where mailbridge keeps local state (dlt pipelines) beside the warehouse file."""
     return config.warehouse_path().parent
+
+
+def key_store_dir(pipeline: dlt.Pipeline) -> Path:
+    """Where the email keys of earlier syncs are kept (`mailbridge.key_store`): beside the
+    warehouse, with dlt's pipelines."""
+    return Path(pipeline.pipelines_dir).parent / "email_keys"
 
 
 def make_pipeline(config: MailbridgeConfig, name: str, dataset: str) -> dlt.Pipeline:
@@ -114,7 +121,8 @@ def settle_pending(pipeline: dlt.Pipeline) -> str | None:
 def run_extraction(item: Extraction) -> LoadInfo:
     """One extraction: what an earlier run left pending first, then this run's data."""
     settle_pending(item.pipeline)
-    return item.pipeline.run(item.source)
+    with kept_keys(key_store_dir(item.pipeline)):
+        return item.pipeline.run(item.source)
 
 
 def run_extractions(config: MailbridgeConfig, *, full_refresh: bool, run_id: str) -> dict[str, LoadInfo]:
