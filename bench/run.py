@@ -48,40 +48,48 @@ def email_key_throughput(rows: int, repeats: int) -> dict[str, float]:
     }
 
 
-def push_actions(actions: int, repeats: int) -> dict[str, float]:
-    """The Mailchimp writer pushing `actions` transmits to the emulator, 10 connections at most.
-    The emulator serves from a thread of this process, so the CPU seconds are both together."""
+def push_actions(actions: int, repeats: int, port: int = 8497) -> dict[str, float]:
+    """The Mailchimp writer pushing `actions` transmits to the sandbox, 10 connections at most.
+    The sandbox runs in a process of its own, as in the syncs: the writer's CPU seconds and the
+    sandbox's are measured apart."""
 
     from mailbridge.config import EspAccount
     from pipelines.mailchimp.writer import MailchimpWriter
     from pipelines.writers import EspWrite
-    from sandbox.generator import generate_scenario
-    from sandbox.mailchimp.app import MailchimpEmulator
-    from sandbox.server import serve_in_background
 
-    timings, cpu, requests, peak = [], [], 0, 0
-    for repeat in range(repeats):
-        emulator = MailchimpEmulator.from_scenario(generate_scenario(contacts=100, seed=1))
-        with serve_in_background(emulator.app) as server:
-            os.environ["MAILBRIDGE_BENCH_KEY"] = "sandbox0brandmain00000000000000-us1"
-            account = EspAccount(
-                name="brand_main", type="mailchimp", api_key_env="MAILBRIDGE_BENCH_KEY", base_url=f"{server.url}/3.0"
-            )
-            writer = MailchimpWriter(account)
-            writes = [EspWrite(f"a{i}", "transmit", f"push.{repeat}.{i}@beispiel.de") for i in range(actions)]
-            started, cpu_started = time.perf_counter(), time.process_time()
-            outcomes = writer.write("nl0001", writes)
-            timings.append(time.perf_counter() - started)
-            cpu.append(time.process_time() - cpu_started)
-            assert all(outcome.status == "sent" for outcome in outcomes)
-            requests, peak = writer.requests, max(emulator.peak_in_flight.values())
+    timings, cpu, sandbox_cpu, requests = [], [], [], 0
+    with tempfile.TemporaryDirectory() as folder_name:
+        folder = Path(folder_name)
+        _, env, _ = _bench_world(folder, 100, port)
+        os.environ["MAILBRIDGE_BENCH_KEY"] = env["MAILBRIDGE_MAILCHIMP_MAIN_KEY"]
+        account = EspAccount(
+            name="brand_main",
+            type="mailchimp",
+            api_key_env="MAILBRIDGE_BENCH_KEY",
+            base_url=f"http://127.0.0.1:{port}/3.0",
+            max_connections=10,
+        )
+        with _bench_sandbox(folder, port, env) as sandbox:
+            for repeat in range(repeats):
+                writer = MailchimpWriter(account)
+                writes = [EspWrite(f"a{i}", "transmit", f"push.{repeat}.{i}@beispiel.de") for i in range(actions)]
+                before = _cpu_seconds(sandbox.pid)
+                started, cpu_started = time.perf_counter(), time.process_time()
+                outcomes = writer.write("nl0001", writes)
+                timings.append(time.perf_counter() - started)
+                cpu.append(time.process_time() - cpu_started)
+                sandbox_cpu.append(_cpu_seconds(sandbox.pid) - before)
+                assert all(outcome.status == "sent" for outcome in outcomes)
+                requests = writer.requests
+            sandbox_peak = _peak_rss_mib(sandbox.pid)
     return {
         "actions": actions,
         "median_seconds": round(statistics.median(timings), 2),
         "cpu_median_seconds": round(statistics.median(cpu), 2),
+        "sandbox_cpu_median_seconds": round(statistics.median(sandbox_cpu), 2),
         "actions_per_second": round(actions / statistics.median(timings)),
         "write_requests": requests,
-        "peak_connections": peak,
+        "sandbox_peak_rss_mib": round(sandbox_peak),
     }
 
 
