@@ -25,6 +25,36 @@ reconciliation as (
 
 ),
 
+-- the distinct links each recipient clicked, from the click events alone: a distinct count
+-- inside the aggregate over every event would make DuckDB aggregate all of them the slow way
+urls as (
+
+    select esp_account, campaign_id, esp_member_id, count(distinct url) as clicked_urls
+    from events
+    where event_type = 'click'
+    group by esp_account, campaign_id, esp_member_id
+
+),
+
+-- one contact per key (the first by id) where the reconciliation holds a key twice (a duplicate
+-- contact), so each recipient joins at most one row of each
+by_key as (
+
+    select list_link_id, email_key, min(crm_contact_id) as crm_contact_id
+    from reconciliation
+    group by list_link_id, email_key
+
+),
+
+by_former_key as (
+
+    select list_link_id, former_email_key, min(crm_contact_id) as crm_contact_id
+    from reconciliation
+    where former_email_key is not null
+    group by list_link_id, former_email_key
+
+),
+
 per_recipient as (
 
     select
@@ -47,7 +77,6 @@ per_recipient as (
         count(case when event_type = 'open' then 1 end) as opens,
         count(case when event_type = 'open' and is_machine_open then 1 end) as machine_opens,
         count(case when event_type = 'click' then 1 end) as clicks,
-        count(distinct case when event_type = 'click' then url end) as clicked_urls,
         bool_or(event_type = 'unsubscribe') as unsubscribed_via_campaign,
         bool_or(event_type = 'complaint') as complained,
         min(case when event_type = 'open' then occurred_at end) as first_open_at,
@@ -85,26 +114,25 @@ joined as (
         per_recipient.opens > 0 as unique_open,
         per_recipient.clicks,
         per_recipient.clicks > 0 as clicked,
-        per_recipient.clicked_urls,
+        coalesce(urls.clicked_urls, 0) as clicked_urls,
         per_recipient.unsubscribed_via_campaign,
         per_recipient.complained,
         per_recipient.sent_at,
         per_recipient.first_open_at,
-        per_recipient.first_click_at,
-        -- one recipient row even where the reconciliation holds the key twice (a duplicate contact)
-        row_number() over (
-            partition by per_recipient.esp_account, per_recipient.campaign_id, per_recipient.esp_member_id
-            order by coalesce(by_key.crm_contact_id, by_former_key.crm_contact_id)
-        ) as contact_rank
+        per_recipient.first_click_at
 
     from per_recipient
     left join links
         on per_recipient.esp_account = links.esp_account
         and per_recipient.esp_list_id = links.esp_list_id
-    left join reconciliation as by_key
+    left join urls
+        on per_recipient.esp_account = urls.esp_account
+        and per_recipient.campaign_id = urls.campaign_id
+        and per_recipient.esp_member_id = urls.esp_member_id
+    left join by_key
         on links.list_link_id = by_key.list_link_id
         and per_recipient.email_key = by_key.email_key
-    left join reconciliation as by_former_key
+    left join by_former_key
         on by_key.crm_contact_id is null
         and links.list_link_id = by_former_key.list_link_id
         and per_recipient.email_key = by_former_key.former_email_key
@@ -120,7 +148,6 @@ final as (
         unsubscribed_via_campaign, complained, sent_at, first_open_at, first_click_at
 
     from joined
-    where contact_rank = 1
 
 )
 

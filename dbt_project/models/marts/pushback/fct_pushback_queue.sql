@@ -110,6 +110,13 @@ candidates as (
         on reconciliation.list_link_id = executed_tasks.list_link_id
         and reconciliation.email_key = executed_tasks.email_key
         and reconciliation.crm_task = executed_tasks.crm_task
+    -- only an address something is asked for can be in the queue: a decision, a task word, the
+    -- policy's action or a status that moved with an address change (most addresses are in
+    -- sync and ask for nothing; the CTEs below would carry each of them several times)
+    where decisions.decision_id is not null
+        or (executed_tasks.crm_task is null and task_values.action is not null)
+        or reconciliation.recommended_action not in ('none', 'await_decision')
+        or reconciliation.status_action is not null
 
 ),
 
