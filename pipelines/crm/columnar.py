@@ -75,9 +75,12 @@ def read_columns(
     for name, dtype in types.items():
         if name not in raw:
             continue
-        values = _timestamps(raw[name], zone) if dtype == TS else _strings(raw[name])
-        _mark(bad, values)
-        columns[name] = pa.array([None if value is _BAD else value for value in values], type=dtype)
+        if dtype == TS:
+            columns[name], wrong = _timestamp_column(raw[name], zone)
+            for place in wrong:
+                bad[place] = True
+        else:
+            columns[name] = pa.array(_strings(raw[name]), type=dtype)
         if name in keys:
             _mark_where(bad, pc.is_null(columns[name]))
     mapped: dict[str, list[Any]] = {}
@@ -143,19 +146,48 @@ def _strings(values: list[Any]) -> list[Any]:
     return [value if value is None or isinstance(value, str) else str(value) for value in values]
 
 
-def _timestamps(values: list[Any], zone: ZoneInfo) -> list[Any]:
-    """Date-times in UTC as `pipelines.crm._as_utc` makes them, `_BAD` where it would fail."""
+def _timestamp_column(values: list[Any], zone: ZoneInfo) -> tuple[pa.Array, list[int]]:
+    """A date-time column in UTC as `pipelines.crm._as_utc` makes it (NULL where it would fail),
+    and the places where it would fail. In a CRM whose zone is UTC a naive date-time is already
+    UTC: Arrow takes the column as it is, with no Python call per value."""
+    if zone.key not in ("UTC", "Etc/UTC"):
+        converted = _timestamps(values, zone)
+        wrong = [place for place, value in enumerate(converted) if value is _BAD]
+        column = pa.array([None if value is _BAD else value for value in converted] if wrong else converted, type=TS)
+        return column, wrong
+    naive = [
+        value if value is None or value is _BAD or value.tzinfo is None else _naive_utc(value)
+        for value in _parsed_all(values)
+    ]
+    wrong = [place for place, value in enumerate(naive) if value is _BAD] if _BAD in naive else []
+    column = pa.array([None if value is _BAD else value for value in naive] if wrong else naive, type=NAIVE)
+    return column.cast(TS), wrong
+
+
+def _naive_utc(value: datetime) -> Any:
+    """An aware date-time as the UTC wall time it is, `_BAD` where that is out of range."""
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        return _BAD
+
+
+def _parsed_all(values: list[Any]) -> list[Any]:
+    """Each value as `pipelines.crm._as_datetime` reads it, `_BAD` where it would fail."""
     kinds = set(map(type, values))
-    parsed: list[Any]
     if kinds <= {str, _NONE}:
         try:
-            parsed = [None if value is None else datetime.fromisoformat(value) for value in values]
+            return [None if value is None else datetime.fromisoformat(value) for value in values]
         except ValueError:
-            parsed = [_parsed(value) for value in values]
-    elif kinds <= {datetime, _NONE}:
-        parsed = values
-    else:
-        parsed = [_parsed(value) for value in values]
+            return [_parsed(value) for value in values]
+    if kinds <= {datetime, _NONE}:
+        return values
+    return [_parsed(value) for value in values]
+
+
+def _timestamps(values: list[Any], zone: ZoneInfo) -> list[Any]:
+    """Date-times in UTC as `pipelines.crm._as_utc` makes them, `_BAD` where it would fail."""
+    parsed = _parsed_all(values)
     try:
         return [
             value

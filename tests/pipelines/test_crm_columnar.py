@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -194,12 +195,12 @@ def test_each_database_drivers_values_are_read_alike_both_ways(tmp_path: Path, c
     assert sa.engine.make_url(crm_url).get_backend_name() in {"sqlite", "postgresql", "mysql"}
 
 
-@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata"])
+@pytest.mark.parametrize("zone", ["UTC", "Etc/UTC", "America/New_York", "Asia/Kolkata"])
 def test_date_times_convert_alike_in_any_zone(zone: str) -> None:
     from zoneinfo import ZoneInfo
 
     from pipelines.crm import _as_utc
-    from pipelines.crm.columnar import _BAD, _timestamps
+    from pipelines.crm.columnar import _BAD, _timestamp_column, _timestamps
 
     values: list[Any] = [
         None,
@@ -210,15 +211,22 @@ def test_date_times_convert_alike_in_any_zone(zone: str) -> None:
         "2024-02-29",
         "2024-01-01 10:00:00.123456",
         "2024-01-01T10:00:00-03:00",
+        "0001-01-01T00:30:00+05:30",
+        datetime(2024, 5, 1, 10, 0, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2024, 5, 1, 10, 0),
+        date(2024, 5, 1),
         "gestern",
         "",
         17,
     ]
     converted = _timestamps(values, ZoneInfo(zone))
-    for value, fast in zip(values, converted, strict=True):
+    column, wrong = _timestamp_column(values, ZoneInfo(zone))
+    for place, (value, fast, loaded) in enumerate(zip(values, converted, column.to_pylist(), strict=True)):
         try:
             expected = _as_utc(value, ZoneInfo(zone))
         except ValueError:
             assert fast is _BAD, value
+            assert place in wrong and loaded is None, value
         else:
             assert fast == expected and (fast is None or fast.utcoffset() == expected.utcoffset()), value
+            assert place not in wrong and loaded == expected, value
