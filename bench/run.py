@@ -101,7 +101,7 @@ def crm_write_back(actions: int, repeats: int) -> dict[str, float]:
     import sqlalchemy as sa
 
     from mailbridge.config import load_config
-    from pipelines.crm import _as_utc
+    from pipelines.crm.values import _as_utc
     from pipelines.crm.writer import CrmAction, CrmWriter
     from sandbox.crm_db import write_crm
     from sandbox.generator import generate_scenario

@@ -6,7 +6,7 @@ import itertools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,7 +19,14 @@ from dlt.sources import DltResource
 from mailbridge.config import ConfigError, CrmConfig, FieldMapping, ListLink, TableMapping
 from mailbridge.email_key import blocklist_key, blocklist_keys, with_email_key
 from pipelines.crm.columnar import Lane, read_columns, row_hashes
-from pipelines.crm.values import ESP_TEXT_FIELDS, ESP_TEXT_MAX_LENGTH, TEXT_MAX_LENGTH, value_problems
+from pipelines.crm.values import (
+    ESP_TEXT_FIELDS,
+    ESP_TEXT_MAX_LENGTH,
+    TEXT_MAX_LENGTH,
+    _as_datetime,
+    _as_utc,
+    value_problems,
+)
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -117,31 +124,6 @@ def _raw_column(column: sa.Column[Any], dialect: str) -> Any:
     return sa.type_coerce(column, sa.types.NullType())
 
 
-def _as_datetime(value: Any) -> datetime | None:
-    """A date-time as the CRM gave it (a string, a date or a datetime); raises ValueError."""
-    if value is None or (isinstance(value, datetime)):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"not a date-time: {value!r}") from None
-    if isinstance(value, date):
-        return datetime.combine(value, time())
-    raise ValueError(f"not a date-time: {value!r}")
-
-
-def _as_utc(value: Any, zone: ZoneInfo) -> datetime | None:
-    parsed = _as_datetime(value)
-    if parsed is None:
-        return None
-    aware: datetime = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=zone)
-    try:
-        return aware.astimezone(UTC)
-    except OverflowError:  # a placeholder such as 0001-01-01 in a zone east of UTC
-        raise ValueError(f"not a date-time in range: {value!r}") from None
-
-
 @dlt.source(name="crm", max_table_nesting=0)
 def crm_source(
     url: str,
@@ -205,16 +187,13 @@ def crm_source(
         def to_arrow(records: list[dict[str, Any]]) -> tuple[pa.Table, list[str]]:
             """Rows read one by one: their canonical columns, and their mapped fields as JSON."""
             data = {field: [record.get(field) for record in records] for field in fields}
-            custom = _custom_json([[record.get(name) for name in custom_types] for record in records], custom_types)
-            return pa.Table.from_pydict(data, schema=schema), custom
+            custom = {name: [record.get(name) for record in records] for name in custom_types}
+            return pa.Table.from_pydict(data, schema=schema), _custom_json(custom, len(records))
 
         def lane_to_arrow(lane: Lane) -> tuple[pa.Table, list[str]]:
             """Rows read column-wise, in the shape of `to_arrow`."""
             table = pa.table({field: lane.columns[field] for field in fields}, schema=schema)
-            values = [lane.mapped[name] for name in custom_types]
-            return table, _custom_json(
-                [list(row) for row in zip(*values, strict=True)] or [[]] * table.num_rows, custom_types
-            )
+            return table, _custom_json(lane.mapped, table.num_rows)
 
         def finish(parts: list[tuple[pa.Table, list[str]]]) -> pa.Table:
             """The chunk as loaded: its columns, the email keys and, for contacts, the mapped
@@ -368,12 +347,13 @@ def _check_linked_lists(engine: sa.Engine, crm: CrmConfig, list_links: Sequence[
             )
 
 
-def _custom_json(rows: list[list[Any]], mapped_types: Mapping[str, str]) -> list[str]:
-    """Each row's mapped custom fields as one JSON object."""
-    if not mapped_types:
-        return ["{}"] * len(rows)
-    names = list(mapped_types)
-    return [json.dumps({name: _json_value(value) for name, value in zip(names, row, strict=True)}) for row in rows]
+def _custom_json(columns: Mapping[str, list[Any]], count: int) -> list[str]:
+    """The mapped custom fields of `count` rows (a list of values per field, in the mapping's
+    order) as one JSON object per row."""
+    if not columns:
+        return ["{}"] * count
+    rows = zip(*columns.values(), strict=True)
+    return [json.dumps({name: _json_value(value) for name, value in zip(columns, row, strict=True)}) for row in rows]
 
 
 def _mapped_column(table: sa.Table, mapping: FieldMapping, dialect: str) -> Any:

@@ -18,32 +18,30 @@ compares every loaded row and every rejected row.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import UTC, date, datetime, time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.crm.values import EARLIEST_STATUS_TIME
+from pipelines.crm.values import CONTROL_CHARACTERS, EARLIEST_STATUS_TIME, _as_datetime, _as_utc
 
 TS = pa.timestamp("us", tz="UTC")
 NAIVE = pa.timestamp("us")
-# Unicode's control characters (category Cc) but tab, line feed and carriage return: the
-# characters `values.text_problem` refuses
-CONTROL_CHARACTERS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
 _BAD = object()  # a value the lane cannot convert: its row goes to the row-by-row reading
 _NONE = type(None)
 
 
+@dataclass(frozen=True)
 class Lane:
     """What the lane made of one chunk: the loaded rows' columns and mapped values, and the
     places (0-based, in the chunk) of the rows the row-by-row reading must read."""
 
-    def __init__(self, columns: dict[str, pa.Array], mapped: dict[str, list[Any]], slow: list[int]) -> None:
-        self.columns = columns
-        self.mapped = mapped
-        self.slow = slow
+    columns: dict[str, pa.Array]
+    mapped: dict[str, list[Any]]
+    slow: list[int]
 
 
 def read_columns(
@@ -102,16 +100,18 @@ def read_columns(
     if statuses is not None:
         words = columns["status"]
         known = [word for word in statuses if isinstance(word, str)]
-        _mark_where(bad, pc.invert(pc.is_in(words, value_set=pa.array(known, type=pa.string()))))
+        places = pc.index_in(words, value_set=pa.array(known, type=pa.string()))
+        _mark_where(bad, pc.is_null(places))
         columns["crm_status_value"] = words
-        canonical = pa.array([statuses[word] for word in known], type=pa.string())
-        columns["status"] = pc.take(canonical, pc.index_in(words, value_set=pa.array(known, type=pa.string())))
+        columns["status"] = pc.take(pa.array([statuses[word] for word in known], type=pa.string()), places)
         if "status_changed_at" in columns:
             earliest = pa.scalar(EARLIEST_STATUS_TIME, type=TS)
             _mark_where(bad, pc.less(columns["status_changed_at"], earliest))
     if task_values is not None and "task" in columns:
         tasks = [None if word is None or not word.strip() else word for word in columns["task"].to_pylist()]
-        _mark(bad, [_BAD if word is not None and word not in task_values else word for word in tasks])
+        for place, word in enumerate(tasks):
+            if word is not None and word not in task_values:
+                bad[place] = True
         columns["task"] = pa.array(tasks, type=pa.string())
     if shared_ids:
         first_key = next(key for key in keys if key in columns)
@@ -200,24 +200,18 @@ def _timestamps(values: list[Any], zone: ZoneInfo) -> list[Any]:
 
 
 def _parsed(value: Any) -> Any:
-    if value is None or isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            return _BAD
-    if isinstance(value, date):
-        return datetime.combine(value, time())
-    return _BAD
+    try:
+        return _as_datetime(value)
+    except ValueError:
+        return _BAD
 
 
 def _in_utc(value: Any, zone: ZoneInfo) -> Any:
-    if value is None or value is _BAD:
+    if value is _BAD:
         return value
     try:
-        return (value if value.tzinfo is not None else value.replace(tzinfo=zone)).astimezone(UTC)
-    except OverflowError:
+        return _as_utc(value, zone)
+    except ValueError:
         return _BAD
 
 

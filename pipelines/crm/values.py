@@ -1,11 +1,13 @@
-"""Checks of the CRM's text values and task words: what the warehouse and the ESPs must never get."""
+"""Checks of the CRM's text values and task words (what the warehouse and the ESPs must never get),
+and how its date-times are read."""
 
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 # fields whose text goes to the ESP (names, salutation, mapped text fields): an ESP text field
 # holds at most 255 characters (Mailchimp's merge fields), so a longer value cannot be written
@@ -18,6 +20,9 @@ TEXT_MAX_LENGTH = 4000
 EARLIEST_STATUS_TIME = datetime(1971, 1, 1, tzinfo=UTC)
 # line breaks and tabs are text; every other control character (NUL above all) is not
 ALLOWED_CONTROLS = frozenset("\t\n\r")
+# the same rule as a regular expression (Arrow's RE2), for a column at a time: Unicode's control
+# characters (category Cc: U+0000-U+001F and U+007F-U+009F) but the allowed ones
+CONTROL_CHARACTERS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
 
 
 def text_problem(value: str, max_length: int) -> str | None:
@@ -64,3 +69,28 @@ def value_problems(
             record["task"] = None
             problems.append(("task", f"crm.task_values has no entry for {task!r}; map it to an action"))
     return problems
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """A date-time as the CRM gave it (a string, a date or a datetime); raises ValueError."""
+    if value is None or (isinstance(value, datetime)):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not a date-time: {value!r}") from None
+    if isinstance(value, date):
+        return datetime.combine(value, time())
+    raise ValueError(f"not a date-time: {value!r}")
+
+
+def _as_utc(value: Any, zone: ZoneInfo) -> datetime | None:
+    parsed = _as_datetime(value)
+    if parsed is None:
+        return None
+    aware: datetime = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=zone)
+    try:
+        return aware.astimezone(UTC)
+    except OverflowError:  # a placeholder such as 0001-01-01 in a zone east of UTC
+        raise ValueError(f"not a date-time in range: {value!r}") from None

@@ -21,7 +21,8 @@ import sqlalchemy as sa
 
 from mailbridge.config import ConfigError, CrmConfig, FieldMapping, TableMapping
 from mailbridge.email_key import try_email_key
-from pipelines.crm import _as_utc, _reflect
+from pipelines.crm import _reflect
+from pipelines.crm.values import _as_utc
 from pipelines.writers import WriteOutcome
 
 CRM_ACTIONS = (

@@ -199,8 +199,8 @@ def test_each_database_drivers_values_are_read_alike_both_ways(tmp_path: Path, c
 def test_date_times_convert_alike_in_any_zone(zone: str) -> None:
     from zoneinfo import ZoneInfo
 
-    from pipelines.crm import _as_utc
     from pipelines.crm.columnar import _BAD, _timestamp_column, _timestamps
+    from pipelines.crm.values import _as_utc
 
     values: list[Any] = [
         None,
