@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.ingest import SyncConfig, ingest_op_names
+from assets.project import SYNC_TAG
 from assets.pushback import PushConfig
 
 PUSHBACK = dg.AssetSelection.groups("pushback")
@@ -27,7 +28,7 @@ def _sync_job(name: str, full_refresh: bool, description: str) -> dg.UnresolvedA
         config=sync_run_config(SyncConfig(full_refresh=full_refresh)),
         # one process, one step at a time: DuckDB takes a single writer
         executor_def=dg.in_process_executor,
-        tags={"mailbridge/sync": "full" if full_refresh else "incremental"},
+        tags={SYNC_TAG: "full" if full_refresh else "incremental"},
     )
 
 
@@ -42,7 +43,7 @@ def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
             "sync to verify: what was pushed shows as confirmed. Set pushback__outbox.config.dry_run to only report.",
             config=sync_run_config(SyncConfig(full_refresh=False), push=PushConfig()),
             executor_def=dg.in_process_executor,
-            tags={"mailbridge/sync": "incremental", "mailbridge/push": "true"},
+            tags={SYNC_TAG: "incremental", "mailbridge/push": "true"},
         ),
         dg.define_asset_job(
             "push",

@@ -11,6 +11,8 @@ from mailbridge.config import WAREHOUSE_ENV, MailbridgeConfig, load_config
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 WAREHOUSE_POOL = "duckdb_warehouse"
+# a sync job's tag: "full" or "incremental"
+SYNC_TAG = "mailbridge/sync"
 
 
 @lru_cache(maxsize=1)

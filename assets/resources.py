@@ -95,12 +95,16 @@ def run_dbt_build(
     run_id: str = "manual",
     select: str | None = None,
     unit_tests: bool | None = None,
+    full_refresh: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """`dbt build` of the project (or of the `select`ed models and their data tests) into
     `warehouse`, in its own process (dbt-duckdb keeps its connection open in-process); the
     caller decides what a failure means. The unit tests of the rules run with a whole build
-    unless `unit_tests` is false: they do not read the warehouse."""
+    unless `unit_tests` is false: they do not read the warehouse. `full_refresh` builds the
+    incremental models from scratch, as a full sync does."""
     selection = ["--select", select] if select else []
+    if full_refresh:
+        selection.append("--full-refresh")
     if not (unit_tests if unit_tests is not None else select is None):
         selection += ["--exclude-resource-type", "unit_test"]
     command = [

@@ -9,7 +9,7 @@ import duckdb
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from assets.kpis import HEADLINES, headline
-from assets.project import DBT_PROJECT_DIR, WAREHOUSE_POOL
+from assets.project import DBT_PROJECT_DIR, SYNC_TAG, WAREHOUSE_POOL
 from assets.resources import DBT_BUILD, WarehouseResource, dbt_run_id, dbt_target_path
 
 MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
@@ -57,12 +57,17 @@ class LayeredDbtTranslator(DagsterDbtTranslator):  # type: ignore[misc]
 def mailbridge_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
 ) -> Iterator[Any]:
-    """`dbt build`: models and their tests, the run id passed through to the marts. A failure
-    names each failed test or model, with the first rows a failed test found. The warehouse
-    resource is what holds the warehouse lock for the run."""
+    """`dbt build`: models and their tests, the run id passed through to the marts; in a full sync
+    with `--full-refresh`. A failure names each failed test or model, with the first rows a
+    failed test found. The warehouse resource is what holds the warehouse lock for the run."""
+    # a full sync builds the incremental models from scratch too (the event log, history, excepted)
+    full_refresh = ["--full-refresh"] if context.run.tags.get(SYNC_TAG) == "full" else []
     with dbt_run_id(context.run_id):
         invocation = dbt.cli(
-            [*DBT_BUILD], context=context, raise_on_error=False, target_path=dbt_target_path(Path(warehouse.path))
+            [*DBT_BUILD, *full_refresh],
+            context=context,
+            raise_on_error=False,
+            target_path=dbt_target_path(Path(warehouse.path)),
         )
     # the analytics marts carry their headline KPIs, read once dbt has let go of the warehouse:
     # from the first of them on, events wait for the build to end (Dagster takes them in order)

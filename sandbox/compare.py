@@ -2,7 +2,8 @@
 row by row and column by column.
 
 Compared: the reconciliation and the push-back queue, every column except the time each build
-stamps (`reconciled_at`, `queued_at`). Not compared: the row-accounting marts and the event
+stamps (`reconciled_at`, `queued_at`); the email events, each recipient's sum of them and the
+campaign marts, every column. Not compared: the row-accounting marts and the event
 log, which describe what each sync read (a full sync reads every member, an incremental one
 the changed ones)."""
 
@@ -18,6 +19,11 @@ import duckdb
 COMPARED = {
     "marts.fct_list_reconciliation": ("reconciled_at",),
     "marts.fct_pushback_queue": ("queued_at",),
+    # the email events and what is built on them, incremental by campaign
+    "intermediate.int_esp__email_events": (),
+    "intermediate.int_esp__campaign_recipient_activity": (),
+    "marts.fct_campaign_recipients": (),
+    "marts.fct_campaign_performance": (),
 }
 
 

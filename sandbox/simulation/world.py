@@ -216,12 +216,15 @@ def write_config(folder: Path, base_url: str, lanes: Sequence[Lane], policy: dic
     return path
 
 
-def dbt_build(warehouse: Path, target_path: Path, run_id: str) -> subprocess.CompletedProcess[str]:
-    """`dbt build` as a sync runs it (models and data tests), without the unit tests of the
-    rules: they do not read the warehouse, and the default test suite runs them."""
+def dbt_build(
+    warehouse: Path, target_path: Path, run_id: str, *, full_refresh: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`dbt build` as a sync runs it (models and data tests; a full sync's with `--full-refresh`),
+    without the unit tests of the rules: they do not read the warehouse, and the default test
+    suite runs them."""
     from assets.resources import run_dbt_build
 
-    return run_dbt_build(warehouse, target_path, run_id, unit_tests=False)
+    return run_dbt_build(warehouse, target_path, run_id, unit_tests=False, full_refresh=full_refresh)
 
 
 # ------------------------------------------------------------------ ESP writers for the push
@@ -674,7 +677,7 @@ class World:
             run_extractions(self.config, full_refresh=full, run_id=run_id)
         except Exception as error:  # a sync that breaks off is an outcome, not a crash of the simulation
             raise SyncFailed(f"extraction failed: {type(error).__name__}: {str(error)[:300]}") from error
-        built = dbt_build(self.warehouse, self.warehouse.parent / "dbt_target", run_id)
+        built = dbt_build(self.warehouse, self.warehouse.parent / "dbt_target", run_id, full_refresh=full)
         if built.returncode != 0:
             tail = "\n".join((built.stdout + built.stderr).strip().splitlines()[-15:])
             raise SyncFailed(f"dbt build failed:\n{tail}")

@@ -1,6 +1,7 @@
 """An incremental sync ends where a full sync would: from one synced warehouse, a share of the
 world changed on both sides (every kind: status, fields, address, delete, new), then one copy
-synced incrementally and one fully. The marts `sandbox.compare` compares agree on every row."""
+synced incrementally (its incremental models built on) and one fully (`--full-refresh`). The
+models `sandbox.compare` compares agree on every row."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def synced_both_ways(
         changes = change_world(first, scenario, fraction)
         for kind, config in configs.items():
             run_extractions(config, full_refresh=kind == "full", run_id="second")
-            dbt_build(folder, config.warehouse_path(), "second")
+            dbt_build(folder, config.warehouse_path(), "second", full_refresh=kind == "full")
     finally:
         emulator.server.stop()
     return configs["incremental"].warehouse_path(), configs["full"].warehouse_path(), changes

@@ -4,6 +4,7 @@
         unique_key='event_id',
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
+        full_refresh=false,
     )
 }}
 -- What happened to each address, run after run: one row per reconciliation result that is not

@@ -3,7 +3,8 @@
 -- the opens, clicks and bounces (hard, soft, else general); the unsubscribed report gives the
 -- unsubscribes through the campaign, the abuse reports the complaints (marked as spam).
 -- Mailchimp reports no delivery per recipient (delivered is sent less bounces, in the marts)
--- and no machine open per event: `is_machine_open` is null.
+-- and no machine open per event: `is_machine_open` is null. The event id is hashed in
+-- int_esp__email_events, for the campaigns it builds.
 with
 
 sent_to as (
@@ -118,8 +119,4 @@ events as (
 
 )
 
-select
-    {{ dbt.hash("concat_ws('|', esp_account, campaign_id, esp_member_id, event_type, coalesce(cast(occurred_at as " ~ dbt.type_string() ~ "), ''), coalesce(url, ''))") }}
-        as event_id,
-    *
-from events
+select * from events
