@@ -483,6 +483,8 @@ def load_config(path: str | Path | None = None) -> MailbridgeConfig:
 
 MEMORY_LIMIT_ENV = "MAILBRIDGE_DUCKDB_MEMORY_LIMIT"
 THREADS_ENV = "MAILBRIDGE_DUCKDB_THREADS"
+# dbt models built side by side (dbt_project/profiles.yml reads it; default 1)
+DBT_THREADS_ENV = "MAILBRIDGE_DBT_THREADS"
 # what the load (dlt) and the models (dbt) may take of DuckDB: with the Python around it, a
 # process stays within about 2 GiB; DuckDB spills what does not fit to a temporary folder
 DEFAULT_MEMORY_LIMIT = "1GB"
@@ -492,7 +494,9 @@ MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)", re.IG
 
 def duckdb_settings() -> dict[str, Any]:
     """DuckDB's `memory_limit` and `threads` for the load and the models, from
-    MAILBRIDGE_DUCKDB_MEMORY_LIMIT (like 1GB, 512MiB) and MAILBRIDGE_DUCKDB_THREADS."""
+    MAILBRIDGE_DUCKDB_MEMORY_LIMIT (like 1GB, 512MiB) and MAILBRIDGE_DUCKDB_THREADS. The number
+    of dbt models built side by side, MAILBRIDGE_DBT_THREADS, is checked here too (the dbt
+    profile reads it)."""
     memory_limit = os.environ.get(MEMORY_LIMIT_ENV, "").strip() or DEFAULT_MEMORY_LIMIT
     if not MEMORY_SIZE.fullmatch(memory_limit):
         raise ConfigError(
@@ -501,6 +505,9 @@ def duckdb_settings() -> dict[str, Any]:
     threads_text = os.environ.get(THREADS_ENV, "").strip() or str(DEFAULT_THREADS)
     if not threads_text.isdigit() or int(threads_text) < 1:
         raise ConfigError(f"{THREADS_ENV} (environment): {threads_text!r} is not a number of threads (1 or more)")
+    dbt_threads = os.environ.get(DBT_THREADS_ENV, "").strip() or "1"
+    if not dbt_threads.isdigit() or int(dbt_threads) < 1:
+        raise ConfigError(f"{DBT_THREADS_ENV} (environment): {dbt_threads!r} is not a number of threads (1 or more)")
     return {"memory_limit": memory_limit, "threads": int(threads_text)}
 
 

@@ -319,6 +319,7 @@ def test_duckdb_limits_bound_the_load_and_a_bad_one_names_its_variable(
     for variable, value, words in (
         ("MAILBRIDGE_DUCKDB_MEMORY_LIMIT", "lots", "is not a memory size"),
         ("MAILBRIDGE_DUCKDB_THREADS", "0", "is not a number of threads"),
+        ("MAILBRIDGE_DBT_THREADS", "two", "is not a number of threads"),
     ):
         monkeypatch.setenv(variable, value)
         with pytest.raises(ConfigError, match=f"{variable} \\(environment\\): '{value}' {words}"):
