@@ -1,12 +1,22 @@
 {#- Incremental models rebuilt by content, not by time: each group of rows (a campaign's email
     events, say) carries a fingerprint of what it was built from, and a run rebuilds only the
     groups whose fingerprint moved. Nothing depends on load times, so a killed or retried load,
-    an identical re-read or a clock cannot make an incremental build differ from a full one. -#}
+    an identical re-read or a clock cannot make an incremental build differ from a full one.
+    A change to these macros, which no model's checksum sees, needs a full sync. -#}
 
 {#- A fingerprint of a group's rows: their count and the sum of a hash of each row's `columns`
-    (order-free, and a repeated row counts twice). -#}
+    (order-free, and a repeated row counts twice), then the model's own `model_version()`. -#}
 {% macro content_fingerprint(columns) -%}
     cast(count(*) as {{ dbt.type_string() }}) || ':' || cast(sum(hash({{ columns | join(', ') }})) as {{ dbt.type_string() }})
+        || ':{{ model_version() }}'
+{%- endmacro %}
+
+
+{#- The version of the model being built: the start of the checksum dbt keeps of its SQL. Part
+    of every fingerprint it stores, so a release that changes the model (a new column, another
+    rule) builds every group again. -#}
+{% macro model_version() -%}
+    {{- model.checksum.checksum[:12] -}}
 {%- endmacro %}
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from sandbox.compare import mart_differences
 from tests.dbt.test_campaign_marts import campaign_world, rows
-from tests.dbt.test_dbt_build import dbt_build
+from tests.dbt.test_dbt_build import _MANIFESTS, dbt_build
 
 EVENTS = "intermediate.int_esp__email_events"
 RECIPIENTS = "intermediate.int_esp__campaign_recipient_activity"
@@ -52,6 +52,13 @@ def test_a_build_leaves_unchanged_campaigns_and_builds_changed_ones_again(
     with campaign_world(tmp_path, monkeypatch, "first") as (_, config, _emulator, _scenario):
         warehouse = config.warehouse_path()
         dbt_build(tmp_path, warehouse, "first")
+        # each fingerprint ends with the version of the model that stored it (its SQL's checksum)
+        for model, table in (("int_esp__email_events", EVENTS), ("int_esp__campaign_recipient_activity", RECIPIENTS)):
+            version = _MANIFESTS[warehouse.name].nodes[f"model.mailbridge.{model}"].checksum.checksum[:12]
+            stored = rows(
+                warehouse, f"select distinct split_part(campaign_fingerprint, ':', -1) as version from {table}"
+            )
+            assert stored == [{"version": version}], model
         # a mark no build would write: it stays only where a campaign is not built again
         with duckdb.connect(str(warehouse)) as db:
             db.execute(f"update {EVENTS} set url = 'https://marked.example/' where event_type = 'click'")
@@ -89,10 +96,20 @@ def test_a_build_leaves_unchanged_campaigns_and_builds_changed_ones_again(
                 " where campaign_id = 'cmp100' and email_key = 'bernd@beispiel.de' and action = 'open'"
             )
         dbt_build(tmp_path, warehouse, "changed campaign")
+        assert opens(warehouse, "cmp100", "anna@beispiel.de") == 3
+        assert rows(warehouse, f"select count(*) as marked from {EVENTS} where url = 'https://marked.example/'") == [
+            {"marked": 0}
+        ]
+
+        # rows an older release of the model stored: every campaign is built again
+        with duckdb.connect(str(warehouse)) as db:
+            db.execute(
+                f"update {RECIPIENTS} set opens = 99,"
+                " campaign_fingerprint = regexp_replace(campaign_fingerprint, '[^:]*$', 'older')"
+            )
+        dbt_build(tmp_path, warehouse, "after an upgrade")
     assert opens(warehouse, "cmp100", "anna@beispiel.de") == 3
-    assert rows(warehouse, f"select count(*) as marked from {EVENTS} where url = 'https://marked.example/'") == [
-        {"marked": 0}
-    ]
+    assert opens(warehouse, "cmp900", "anna@beispiel.de") == 3
 
 
 def test_an_incremental_build_ends_where_a_full_build_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,8 @@
 }}
 -- One row per campaign and recipient: the recipient's email events summed up, before any CRM
 -- contact is joined (fct_campaign_recipients). Incremental by campaign like the events it sums:
--- a campaign is summed again only when its events' `campaign_fingerprint` moved.
+-- a campaign is summed again only when its events' `campaign_fingerprint` moved, or this model
+-- changed.
 with
 
 events as (
@@ -19,7 +20,8 @@ events as (
 
 fingerprints as (
 
-    select esp_account, campaign_id, any_value(campaign_fingerprint) as campaign_fingerprint
+    -- the events' fingerprint, and this model's version
+    select esp_account, campaign_id, any_value(campaign_fingerprint) || ':{{ model_version() }}' as campaign_fingerprint
     from events
     group by esp_account, campaign_id
 
@@ -34,7 +36,7 @@ changed as (
 
 changed_events as (
 
-    select events.*
+    select events.* exclude (campaign_fingerprint), changed.campaign_fingerprint
     from events
     inner join changed
         on events.esp_account = changed.esp_account
@@ -87,7 +89,10 @@ per_recipient as (
 
 )
 
+-- the mart's id is hashed here, once per campaign built, not on every build of the mart
 select
+    {{ dbt.hash("concat_ws('|', per_recipient.esp_account, per_recipient.campaign_id, per_recipient.esp_member_id)") }}
+        as campaign_recipient_id,
     per_recipient.*,
     coalesce(urls.clicked_urls, 0) as clicked_urls
 from per_recipient

@@ -11,7 +11,8 @@
 -- its own words; the ESPs come from the `esp_email_event_models` var.
 --
 -- Incremental by campaign: a campaign's events are built again only when what its ESP reports
--- say about it changed (its `campaign_fingerprint`, over every column of every event). A sync
+-- say about it changed (its `campaign_fingerprint`, over every column of every event), or this
+-- model did (the fingerprint ends with its version: a release with other rules builds all). A sync
 -- reads the reports of recent campaigns again and finds them mostly unchanged; older ones are
 -- settled. A full sync (`dbt build --full-refresh`) builds every campaign.
 with

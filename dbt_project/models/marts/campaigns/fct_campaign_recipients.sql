@@ -48,8 +48,7 @@ by_former_key as (
 joined as (
 
     select
-        {{ dbt.hash("concat_ws('|', recipients.esp_account, recipients.campaign_id, recipients.esp_member_id)") }}
-            as campaign_recipient_id,
+        recipients.campaign_recipient_id,
         recipients.esp_type,
         recipients.esp_account,
         recipients.esp_list_id,
