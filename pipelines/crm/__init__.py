@@ -306,14 +306,20 @@ def crm_source(
         yield _log_row(pa.Table.from_pylist([record], schema=EXTRACTION_SCHEMA), "extractions", ("run_id", "entity"))
 
     def resource(entity: str) -> DltResource:
+        # a function, not a generator: dlt finds a generator's module by inspect.getmodule on its
+        # frame, which resolves the path of every module loaded (a tenth of a second or more,
+        # where the Dagster code location builds the source)
+        def rows() -> Iterator[pa.Table]:
+            yield from read(entity)
+
         if entity == "contacts":
             # every version of a contact is kept (scd2): the address history email changes show in
             return dlt.resource(
-                read(entity),
+                rows,
                 name=entity,
                 write_disposition={"disposition": "merge", "strategy": "scd2", "row_version_column_name": "row_hash"},
             )
-        return dlt.resource(read(entity), name=entity, primary_key=PRIMARY_KEYS[entity], write_disposition="replace")
+        return dlt.resource(rows, name=entity, primary_key=PRIMARY_KEYS[entity], write_disposition="replace")
 
     for entity in ("contacts", "lists", "assignments", "blocklist", "email_history"):
         if getattr(crm, entity) is not None:
