@@ -35,6 +35,40 @@ def test_workspace_loads_without_error(tmp_path: Path) -> None:
     assert "All code locations passed validation" in result.stderr + result.stdout
 
 
+# what only a run needs: loading the definitions (`dagster dev`, `mailbridge sync`) imports none of it
+RUN_ONLY_MODULES = (
+    "duckdb",
+    "sqlalchemy",
+    "httpx",
+    "polars",
+    "pipelines.pushback",
+    "pipelines.send",
+    "pipelines.gate",
+    "pipelines.crm.writer",
+    "mailbridge.key_store",
+)
+
+
+def test_loading_the_definitions_imports_nothing_only_a_run_needs(tmp_path: Path) -> None:
+    import json
+
+    script = (
+        "import json, sys\n"
+        "import assets.definitions\n"
+        f"print(json.dumps([name for name in {RUN_ONLY_MODULES!r} if name in sys.modules]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path), "MAILBRIDGE_CONFIG": str(REPO_ROOT / "mailbridge.yaml")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
 def test_asset_keys_name_the_layer(defs: dg.Definitions) -> None:
     keys = {spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()}
     assert {"raw/mailchimp/members", "raw/crm/assignments", "raw/mailbridge/list_links"} <= keys
