@@ -203,6 +203,23 @@ def test_a_crm_url_from_the_environment_that_is_no_url_is_named_without_echoing_
     assert "Geheim-42" not in str(caught.value)
 
 
+def test_loading_the_config_imports_neither_dlt_nor_sqlalchemy() -> None:
+    """Every command loads the config first: `mailbridge status` or `explain` need neither."""
+    import json
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "from mailbridge.config import load_config\n"
+        "load_config()\n"
+        "print(json.dumps([name for name in ('dlt', 'sqlalchemy', 'duckdb') if name in sys.modules]))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
 # the pieces a database URL is made of, and the characters its pattern splits on
 URL_PIECE = st.text(alphabet="ab+_-.:@/?[]=&% 09é\t", max_size=8)
 URL_LIKE = st.builds(
