@@ -9,7 +9,6 @@ from dagster_dlt.translator import DltResourceTranslatorData
 
 from assets.project import WAREHOUSE_POOL, project_config
 from assets.resources import WarehouseResource
-from mailbridge.key_store import kept_keys
 from pipelines.runner import (
     Extraction,
     extraction_named,
@@ -52,6 +51,8 @@ def _extraction_asset(template: Extraction) -> dg.AssetsDefinition:
     def extract(
         context: dg.AssetExecutionContext, dlt: DagsterDltResource, warehouse: WarehouseResource, config: SyncConfig
     ) -> Iterator[Any]:
+        from mailbridge.key_store import kept_keys  # Parquet, read only by a run
+
         # the warehouse resource decides the destination at run time
         project = project_config().model_copy(update={"warehouse": warehouse.path})
         # a variable missing for any account stops every extraction of the run, before it reads anything

@@ -7,8 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 Query = tuple[str, Sequence[str]]
 
 # each mart's headline: a query and its columns' headings
@@ -58,6 +56,8 @@ def headline(warehouse: Path, model: str) -> str | None:
     warehouse that cannot be read now."""
     if model not in HEADLINES:
         return None
+    import duckdb  # read only when a build has ended, not when the code location loads
+
     query, headings = HEADLINES[model]
     try:
         with duckdb.connect(str(warehouse), read_only=True) as db:

@@ -5,27 +5,20 @@ import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import duckdb
 from dagster_dbt import DbtCliResource
 
 from assets.project import WAREHOUSE_POOL, project_config
 from assets.resources import DBT_BUILD, WarehouseResource, dbt_run_id
 from assets.transform import ensure_manifest
 from mailbridge.config import MailbridgeConfig
-from pipelines.gate import push_gate
-from pipelines.pushback import (
-    PushAccountFailed,
-    PushQueueError,
-    PushRefused,
-    PushReport,
-    confirm_previous_attempts,
-    push,
-)
-from pipelines.runner import run_extractions
-from pipelines.send import send_campaign
+
+# what the assets and the op run (the push, the gates, DuckDB, httpx) is imported when they run:
+# the code location loads without it
+if TYPE_CHECKING:
+    from pipelines.pushback import PushReport
 
 QUEUE_KEY = dg.AssetKey(["marts", "fct_pushback_queue"])
 OUTBOX_KEY = dg.AssetKey(["pushback", "outbox"])
@@ -44,7 +37,7 @@ def _project(warehouse: WarehouseResource) -> MailbridgeConfig:
     return project_config().model_copy(update={"warehouse": warehouse.path})
 
 
-def report_lines(report: PushReport) -> list[str]:
+def report_lines(report: "PushReport") -> list[str]:
     """Per list, action and source: counts by outcome and sample rows (to whom, and why)."""
     lines = []
     for (link, action, source), counts in sorted(report.counts.items()):
@@ -63,6 +56,10 @@ def report_lines(report: PushReport) -> list[str]:
     "or the latest dbt run failed; reports the lists held because their extraction was aborted.",
 )
 def push_gate_check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    import duckdb
+
+    from pipelines.gate import push_gate
+
     project = _project(warehouse)
     with duckdb.connect(str(project.warehouse_path())) as db:
         verdict = push_gate(db, project.gating.push_max_age_minutes)
@@ -88,6 +85,8 @@ def push_gate_check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
 def pushback_outbox(
     context: dg.AssetExecutionContext, config: PushConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult[Any]:
+    from pipelines.pushback import PushAccountFailed, PushQueueError, PushRefused, push
+
     try:
         report = push(
             _project(warehouse),
@@ -134,6 +133,11 @@ def pushback_outbox(
 def pushback_verification(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, dbt: DbtCliResource
 ) -> dg.MaterializeResult[Any]:
+    import duckdb
+
+    from pipelines.pushback import confirm_previous_attempts
+    from pipelines.runner import run_extractions
+
     project = _project(warehouse)
     verify_run = f"{context.run_id}-verify"
     run_extractions(project, full_refresh=False, run_id=verify_run)
@@ -158,6 +162,8 @@ class SendConfig(dg.Config):  # type: ignore[misc]
 @dg.op(pool=WAREHOUSE_POOL)
 def send_campaign_op(context: dg.OpExecutionContext, config: SendConfig, warehouse: WarehouseResource) -> None:
     """Send the campaign if its list passes the send gate; a refusal fails the run with the reasons."""
+    from pipelines.send import send_campaign
+
     result = send_campaign(
         _project(warehouse),
         config.campaign_id,

@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from assets.kpis import HEADLINES, headline
@@ -119,6 +118,8 @@ def describe_dbt_failures(run_results: Mapping[str, Any], warehouse: Path) -> st
 
 def _failing_rows(test_sql: str, warehouse: Path) -> list[str]:
     """The first rows a failed data test returns, each as `column=value, ...`."""
+    import duckdb  # only a failed build reads them, not the code location as it loads
+
     try:
         with duckdb.connect(str(warehouse), read_only=True) as db:
             cursor = db.execute(f"select * from (\n{test_sql}\n) as failing limit {SAMPLE_ROWS + 1}")

@@ -1,6 +1,7 @@
 """Benchmarks: the demo full sync at several sizes, the email-key throughput, pushing 10k
-actions (the writer alone and the whole push), 10k CRM writes, and mailbridge's Mailchimp
-extraction side by side with a plain dlt `rest_api` pull of the same resources.
+actions (the writer alone and the whole push), 10k CRM writes, mailbridge's Mailchimp
+extraction side by side with a plain dlt `rest_api` pull of the same resources, and how long
+a process takes to load the Dagster definitions and to start the CLI.
 
 Run with `make bench` (or `make bench ARGS="--contacts 10000 100000 1000000"`). Timings are
 medians of the repeats; compare figures measured side by side in one run.
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -234,12 +235,14 @@ def demo_full_sync(contacts: int, repeats: int) -> dict[str, float]:
     }
 
 
-def _run_measured(args: list[str], env: dict[str, str], *, json_output: bool = True) -> dict[str, Any]:
+def _run_measured(
+    args: list[str], env: dict[str, str], *, json_output: bool = True, cwd: Path = ROOT
+) -> dict[str, Any]:
     """A child process to its end: wall and CPU seconds, peak RSS, its output (the rows of its
     JSON output line)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errors:
         started = time.perf_counter()
-        child = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=errors)
+        child = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=errors)
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
@@ -256,6 +259,46 @@ def _run_measured(args: list[str], env: dict[str, str], *, json_output: bool = T
         "rows": json.loads(lines[-1]) if json_output and lines else {},
         "output": output,
     }
+
+
+# what a process starts with: the Dagster code location (`dagster dev`, `mailbridge sync` and
+# `mailbridge ui` load it) and the CLI before it does anything
+START_UPS = {
+    "definitions": ["-c", "import assets.definitions"],
+    "cli_help": ["-m", "mailbridge.cli", "--help"],
+}
+
+
+def definitions_load(repeats: int, checkouts: Sequence[Path] = ()) -> dict[str, Any]:
+    """Loading the Dagster definitions and starting `mailbridge --help`, each in a fresh process
+    (bytecode compiled, files cached: one discarded run first): medians of wall and CPU seconds.
+    Other `checkouts` of the project (`--compare`) take turns with this one, in alternating
+    order, so a noisy machine weighs on each alike."""
+    roots = [ROOT, *checkouts]
+    runs: dict[Path, dict[str, list[dict[str, Any]]]] = {root: {kind: [] for kind in START_UPS} for root in roots}
+    with tempfile.TemporaryDirectory() as dagster_home:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("MAILBRIDGE_")}
+        env["DAGSTER_HOME"] = dagster_home
+        for root in roots:
+            for args in START_UPS.values():
+                _run_measured([sys.executable, *args], env, json_output=False, cwd=root)
+        for repeat in range(repeats):
+            for root in roots if repeat % 2 == 0 else roots[::-1]:
+                for kind, args in START_UPS.items():
+                    runs[root][kind].append(_run_measured([sys.executable, *args], env, json_output=False, cwd=root))
+
+    def summary(measured: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "wall_median_seconds": round(statistics.median(m["wall_seconds"] for m in measured), 2),
+            "cpu_median_seconds": round(statistics.median(m["cpu_seconds"] for m in measured), 2),
+            "walls": [round(m["wall_seconds"], 2) for m in measured],
+            "peak_rss_mib": round(max(m["peak_rss_mib"] for m in measured)),
+        }
+
+    report: dict[str, Any] = {"repeats": repeats}
+    for root, kinds in runs.items():
+        report["this checkout" if root == ROOT else str(root)] = {kind: summary(m) for kind, m in kinds.items()}
+    return report
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -471,17 +514,27 @@ def main() -> None:
         default=[10_000],
         help="sizes of the writer's push to the emulator (1000000 for the million; about 5 minutes)",
     )
-    parser.add_argument("--only", choices=["extraction", "syncs", "push"], help="run only this part")
+    parser.add_argument("--start-repeats", type=int, default=5, help="processes per start-up measurement (medians)")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="other checkouts of the project whose start-up is measured in turns with this one",
+    )
+    parser.add_argument("--only", choices=["extraction", "syncs", "push", "definitions"], help="run only this part")
     args = parser.parse_args()
     if args.only is not None:
         parts: dict[str, Any] = {
             "extraction": lambda: {"extraction_vs_rest_api": extraction_side_by_side(args.extraction_contacts, 3)},
             "syncs": lambda: {"syncs": [sync_phases(n, args.sync_repeats) for n in args.sync_contacts]},
             "push": lambda: {"push": [push_actions(n, 1 if n > 100_000 else 3) for n in args.push_actions]},
+            "definitions": lambda: {"definitions_load": definitions_load(args.start_repeats, args.compare)},
         }
         _write(parts[args.only]())
         return
     report: dict[str, Any] = {
+        "definitions_load": definitions_load(args.start_repeats, args.compare),
         "email_key": email_key_throughput(200_000, 3),
         "push": [push_actions(n, 1 if n > 100_000 else 3) for n in args.push_actions],
         "crm_write_back_sqlite": crm_write_back(10_000, 3),

@@ -11,20 +11,22 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from mailbridge.urls import masked_url
+
+# httpx is imported where a request is made: the connectors are imported wherever their sources
+# are built (the Dagster code location), and importing httpx takes up to a fifth of a second
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 # answers after which the request may still have taken effect (a gateway gave up waiting)
 UNCERTAIN_STATUS = frozenset({408, 500, 502, 503, 504})
-# transport errors raised before the request left: it cannot have taken effect
-NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,8 @@ class EspHttpClient:
         timeout_seconds: float = 60.0,
         retry: RetryPolicy | None = None,
     ) -> None:
+        import httpx
+
         self.account_label = account_label
         self.credential_hint = credential_hint
         self.retry = retry or RetryPolicy()
@@ -162,6 +166,10 @@ class EspHttpClient:
         json_body: Any = None,
     ) -> Any:
         """Send one request and return its decoded JSON body (None for 204)."""
+        import httpx
+
+        # transport errors raised before the request left: it cannot have taken effect
+        not_sent_errors = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
         last_problem = "no attempt made"
         uncertain = False  # an attempt may have taken effect without an answer
         for attempt in range(self.retry.max_retries + 1):
@@ -174,7 +182,7 @@ class EspHttpClient:
                     body = response.content  # read fully inside the slot
             except httpx.TransportError as error:
                 last_problem = f"{type(error).__name__}: {error}"
-                uncertain = uncertain or not isinstance(error, NOT_SENT_ERRORS)
+                uncertain = uncertain or not isinstance(error, not_sent_errors)
             else:
                 uncertain = uncertain or response.status_code in UNCERTAIN_STATUS
                 if response.status_code in (401, 403):

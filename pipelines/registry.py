@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dlt.sources import DltSource
+# loading the config asks the registry for the ESP types: every command would import dlt for a type
+if TYPE_CHECKING:
+    from dlt.sources import DltSource
 
 
 @dataclass(frozen=True)

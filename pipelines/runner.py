@@ -13,7 +13,6 @@ from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.sources import DltSource
 
 from mailbridge.config import MailbridgeConfig, duckdb_settings
-from mailbridge.key_store import kept_keys
 from pipelines.crm import crm_source
 from pipelines.registry import connector
 from pipelines.settings_source import settings_source
@@ -38,10 +37,14 @@ def key_store_dir(pipeline: dlt.Pipeline) -> Path:
 def make_pipeline(config: MailbridgeConfig, name: str, dataset: str) -> dlt.Pipeline:
     warehouse = config.warehouse_path()
     warehouse.parent.mkdir(parents=True, exist_ok=True)
+    # DuckDB's memory and threads bounded as for the models (MAILBRIDGE_DUCKDB_*)
+    credentials = DuckDbCredentials(global_config=duckdb_settings())
+    # the path set as a field: given to the constructor, dlt imports DuckDB to tell it from a
+    # connection, and the Dagster code location, which builds the pipelines, would load it
+    credentials.database = str(warehouse)
     return dlt.pipeline(
         pipeline_name=f"mailbridge_{name}",
-        # DuckDB's memory and threads bounded as for the models (MAILBRIDGE_DUCKDB_*)
-        destination=dlt.destinations.duckdb(DuckDbCredentials(str(warehouse), global_config=duckdb_settings())),
+        destination=dlt.destinations.duckdb(credentials),
         dataset_name=dataset,
         pipelines_dir=str(state_dir(config) / "dlt"),
     )
@@ -120,6 +123,8 @@ def settle_pending(pipeline: dlt.Pipeline) -> str | None:
 
 def run_extraction(item: Extraction) -> LoadInfo:
     """One extraction: what an earlier run left pending first, then this run's data."""
+    from mailbridge.key_store import kept_keys  # Parquet, read only by a run
+
     settle_pending(item.pipeline)
     with kept_keys(key_store_dir(item.pipeline)):
         return item.pipeline.run(item.source)

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mailbridge.config import ConfigError, load_config
+from mailbridge.config import ConfigError, _is_database_url, load_config
 from tests.conftest import REPO_ROOT
 
 
@@ -199,6 +201,51 @@ def test_a_crm_url_from_the_environment_that_is_no_url_is_named_without_echoing_
         config.crm.connection_url(config.base_dir)
     assert "crm.url_env" in str(caught.value) and "MAILBRIDGE_TEST_CRM_URL" in str(caught.value)
     assert "Geheim-42" not in str(caught.value)
+
+
+def test_loading_the_config_imports_neither_dlt_nor_sqlalchemy() -> None:
+    """Every command loads the config first: `mailbridge status` or `explain` need neither."""
+    import json
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "from mailbridge.config import load_config\n"
+        "load_config()\n"
+        "print(json.dumps([name for name in ('dlt', 'sqlalchemy', 'duckdb') if name in sys.modules]))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+# the pieces a database URL is made of, and the characters its pattern splits on
+URL_PIECE = st.text(alphabet="ab+_-.:@/?[]=&% 09é\t", max_size=8)
+URL_LIKE = st.builds(
+    lambda scheme, user, host, port, rest: f"{scheme}://{user}{host}{port}{rest}",
+    st.sampled_from(["sqlite", "postgresql+psycopg", "mysql+pymysql", "my_db", "", "a-b", "é"]),
+    st.sampled_from(["", "crm@", "crm:secret@", ":@", "@"]),
+    st.sampled_from(["", "db.example.com", "[::1]", "[", "127.0.0.1"]),
+    st.sampled_from(["", ":", ":5432", ":x", ": 1", ":+1", ":1_000", ":99999999999"]),
+    URL_PIECE,
+)
+
+
+@settings(max_examples=500)
+@given(st.one_of(URL_LIKE, URL_PIECE, st.text(max_size=30)))
+def test_the_crm_url_check_answers_as_sqlalchemy_does(url: str) -> None:
+    """The config reads URLs without SQLAlchemy (importing it slows every command): its check
+    must accept exactly what SQLAlchemy's make_url reads."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+        sqlalchemy_reads = True
+    except (ArgumentError, ValueError):
+        sqlalchemy_reads = False
+    assert _is_database_url(url) == sqlalchemy_reads
 
 
 def test_two_links_on_one_esp_list_are_refused(tmp_path: Path) -> None:

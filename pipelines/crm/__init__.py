@@ -8,12 +8,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import dlt
 import pyarrow as pa
-import sqlalchemy as sa
 from dlt.sources import DltResource
 
 from mailbridge.config import ConfigError, CrmConfig, FieldMapping, ListLink, TableMapping
@@ -27,6 +26,11 @@ from pipelines.crm.values import (
     _as_utc,
     value_problems,
 )
+
+# SQLAlchemy is imported where the CRM is read: the source is built wherever the extractions are
+# listed (the Dagster code location), and SQLAlchemy takes a tenth of a second to import
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -94,6 +98,8 @@ EXTRACTION_SCHEMA = pa.schema(
 
 def _reflect(engine: sa.Engine, entity: str, mapping: TableMapping) -> sa.Table:
     """The mapped table, checked against the database: every mapped column must exist."""
+    import sqlalchemy as sa
+
     try:
         table = sa.Table(mapping.table, sa.MetaData(), autoload_with=engine)
     except sa.exc.NoSuchTableError:
@@ -112,6 +118,8 @@ def _reflect(engine: sa.Engine, entity: str, mapping: TableMapping) -> sa.Table:
 
 
 def _is_date_time(column: sa.Column[Any]) -> bool:
+    import sqlalchemy as sa
+
     return isinstance(column.type, (sa.types.Date, sa.types.DateTime, sa.types.Time))
 
 
@@ -119,6 +127,8 @@ def _raw_column(column: sa.Column[Any], dialect: str) -> Any:
     """A date-time column read so that no value can fail the whole read; `_as_datetime` parses
     each value. The dialect's own conversion (SQLite's) would raise on one unreadable value, and
     psycopg refuses PostgreSQL's infinity and years past 9999: there the column is read as ISO text."""
+    import sqlalchemy as sa
+
     if dialect == "postgresql" and _is_date_time(column):
         return sa.cast(column, sa.Text)
     return sa.type_coerce(column, sa.types.NullType())
@@ -210,6 +220,8 @@ def crm_source(
                 arrow = arrow.append_column("custom_fields", pa.array(custom, type=pa.string()))
                 arrow = arrow.append_column("row_hash", row_hashes(arrow))
             return arrow
+
+        import sqlalchemy as sa
 
         engine = sa.create_engine(url)
         try:
@@ -306,14 +318,20 @@ def crm_source(
         yield _log_row(pa.Table.from_pylist([record], schema=EXTRACTION_SCHEMA), "extractions", ("run_id", "entity"))
 
     def resource(entity: str) -> DltResource:
+        # a function, not a generator: dlt finds a generator's module by inspect.getmodule on its
+        # frame, which resolves the path of every module loaded (a tenth of a second or more,
+        # where the Dagster code location builds the source)
+        def rows() -> Iterator[pa.Table]:
+            yield from read(entity)
+
         if entity == "contacts":
             # every version of a contact is kept (scd2): the address history email changes show in
             return dlt.resource(
-                read(entity),
+                rows,
                 name=entity,
                 write_disposition={"disposition": "merge", "strategy": "scd2", "row_version_column_name": "row_hash"},
             )
-        return dlt.resource(read(entity), name=entity, primary_key=PRIMARY_KEYS[entity], write_disposition="replace")
+        return dlt.resource(rows, name=entity, primary_key=PRIMARY_KEYS[entity], write_disposition="replace")
 
     for entity in ("contacts", "lists", "assignments", "blocklist", "email_history"):
         if getattr(crm, entity) is not None:
@@ -330,6 +348,8 @@ def _text_fields(entity: str) -> list[str]:
 def _check_linked_lists(engine: sa.Engine, crm: CrmConfig, list_links: Sequence[ListLink]) -> None:
     """Every linked CRM list is in the CRM's lists table: a link to a list it lacks would read no
     CRM side at all, and every member of the ESP list would look new to the CRM."""
+    import sqlalchemy as sa
+
     if not list_links:
         return
     table = _reflect(engine, "lists", crm.lists)
@@ -369,6 +389,8 @@ def _mapped_column(table: sa.Table, mapping: FieldMapping, dialect: str) -> Any:
 
 def _shared_ids(connection: sa.Connection, column: sa.Column[Any]) -> set[str]:
     """The ids a CRM table without a unique key holds in more than one row."""
+    import sqlalchemy as sa
+
     query = sa.select(column).where(column.is_not(None)).group_by(column).having(sa.func.count() > 1)
     values: list[Any] = list(connection.execute(query).scalars())
     return {str(value) for value in values}

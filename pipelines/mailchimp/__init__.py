@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dlt
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
@@ -192,6 +191,8 @@ def with_erased(members: pa.Table, erased: bool | None) -> pa.Table:
 def stored_member_ids(account: str, list_id: str) -> pa.Array | None:
     """The member ids of one list in the warehouse, as the last load left them; None when the
     members table does not exist yet or no pipeline runs the source."""
+    import duckdb  # imported by a run: building the source needs none of it
+
     try:
         pipeline = dlt.current.pipeline()
     except Exception:  # the source read outside a pipeline: there is nothing stored

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
-import httpx
 import pyarrow as pa
 
 from mailbridge.config import EspAccount
@@ -50,6 +49,8 @@ def mailchimp_client(
     account: EspAccount, retry: RetryPolicy | None = None, timeout_seconds: float = 60.0
 ) -> EspHttpClient:
     """An HTTP client for one account, Basic auth with the key as password."""
+    import httpx  # where a client is made (see pipelines.http)
+
     api_key = account.api_key()
     return EspHttpClient(
         base_url=resolved_base_url(account, api_key),

@@ -35,6 +35,78 @@ def test_workspace_loads_without_error(tmp_path: Path) -> None:
     assert "All code locations passed validation" in result.stderr + result.stdout
 
 
+# what only a run needs: loading the definitions (`dagster dev`, `mailbridge sync`) imports none of it
+RUN_ONLY_MODULES = (
+    "duckdb",
+    "sqlalchemy",
+    "httpx",
+    "polars",
+    "pipelines.pushback",
+    "pipelines.send",
+    "pipelines.gate",
+    "pipelines.crm.writer",
+    "mailbridge.key_store",
+)
+
+
+def test_loading_the_definitions_imports_nothing_only_a_run_needs(tmp_path: Path) -> None:
+    import json
+
+    script = (
+        "import json, sys\n"
+        "import assets.definitions\n"
+        f"print(json.dumps([name for name in {RUN_ONLY_MODULES!r} if name in sys.modules]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path), "MAILBRIDGE_CONFIG": str(REPO_ROOT / "mailbridge.yaml")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+GC_AFTER_LOADING = """
+import atexit, gc, json
+# registered first, so it runs last: after what the definitions registered
+atexit.register(lambda: print(json.dumps({"frozen_at_exit": gc.get_freeze_count()})))
+try:
+    import assets.definitions
+    loaded = True
+except Exception:
+    loaded = False
+print(json.dumps({"loaded": loaded, "collecting": gc.isenabled(), "frozen": gc.get_freeze_count() > 0}))
+"""
+
+
+def test_the_collector_runs_again_once_the_definitions_are_loaded_or_failed_to(tmp_path: Path) -> None:
+    """Loading pauses the garbage collector (assets.definitions._loading); whatever happens, it
+    runs again afterwards. What the load made is left out of its passes only when it loaded, and
+    only until the process ends: at exit everything is collected and finalized as before."""
+    import json
+
+    outcomes = []
+    for config in (REPO_ROOT / "mailbridge.yaml", url_env_project(tmp_path)):  # the second fails to load
+        env = {key: value for key, value in os.environ.items() if key != "MAILBRIDGE_TEST_CRM_URL"}
+        result = subprocess.run(
+            [sys.executable, "-c", GC_AFTER_LOADING],
+            cwd=REPO_ROOT,
+            env={**env, "DAGSTER_HOME": str(tmp_path), "MAILBRIDGE_CONFIG": str(config)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        outcomes.append([json.loads(line) for line in result.stdout.strip().splitlines()[-2:]])
+    assert outcomes == [
+        [{"loaded": True, "collecting": True, "frozen": True}, {"frozen_at_exit": 0}],
+        [{"loaded": False, "collecting": True, "frozen": False}, {"frozen_at_exit": 0}],
+    ]
+
+
 def test_asset_keys_name_the_layer(defs: dg.Definitions) -> None:
     keys = {spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()}
     assert {"raw/mailchimp/members", "raw/crm/assignments", "raw/mailbridge/list_links"} <= keys
