@@ -390,6 +390,9 @@ class ExtractionSettings(_Strict):
     # email activity is read again this far back from each campaign's cursor: events the ESP
     # reports late, dated before the last read, are not missed (the merge keeps each once)
     activity_reread_minutes: float = Field(default=60, ge=0)
+    # a campaign whose report counts no new open, click or bounce since its last complete email
+    # activity read is not read again, except once this many hours after that read (0: every run)
+    activity_recheck_hours: float = Field(default=24, ge=0)
 
 
 class MailbridgeConfig(_Strict):

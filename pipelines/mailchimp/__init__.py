@@ -538,8 +538,26 @@ def mailchimp_source(
         except READ_FAILURES:
             return []  # the campaigns resource records why; their reports are read next run
 
+    # each campaign's report, read once a run: the reports resource loads it, and the email
+    # activity compares its counters with the last complete read's
+    report_cache: dict[tuple[str, str], dict[str, Any] | Exception] = {}
+
+    def report_of(client: EspHttpClient, account: EspAccount, campaign: dict[str, Any]) -> dict[str, Any]:
+        key = (account.name, campaign["id"])
+        if key not in report_cache:
+            try:
+                report_cache[key] = client.get(settings.REPORT_PATH.format(campaign_id=campaign["id"]))
+            except EspAuthError:
+                raise
+            except READ_FAILURES as failure:
+                report_cache[key] = failure
+        cached = report_cache[key]
+        if isinstance(cached, Exception):
+            raise cached
+        return cached
+
     def report_table(client: EspHttpClient, account: EspAccount, campaign: dict[str, Any]) -> Iterator[pa.Table]:
-        report = client.get(settings.REPORT_PATH.format(campaign_id=campaign["id"]))
+        report = report_of(client, account, campaign)
         bounces, opens, clicks = report.get("bounces", {}), report.get("opens", {}), report.get("clicks", {})
         row = {
             "esp_account": account.name,
@@ -612,23 +630,68 @@ def mailchimp_source(
         write_disposition="merge",
     )
     def email_activity() -> Iterator[Any]:
-        cursors: dict[str, str] = dlt.current.resource_state().setdefault("since", {})
+        state = dlt.current.resource_state()
+        cursors: dict[str, str] = state.setdefault("since", {})
+        # the report's activity counters at the start of each campaign's last complete read
+        seen: dict[str, dict[str, str]] = state.setdefault("seen", {})
+        if full_refresh:
+            seen.clear()
         outcomes: list[dict[str, Any]] = []
+        recheck = timedelta(hours=limits.activity_recheck_hours)
         for account in accounts:
             client = client_for(account)
             for campaign in sent_campaigns(account):
                 cursor_key = f"{account.name}/{campaign['id']}"
                 cursor = None if full_refresh else parse_timestamp(cursors.get(cursor_key))
+                started = _now()
+                counters = activity_counters(client, account, campaign)
+                last = seen.get(cursor_key)
+                if (
+                    cursor is not None
+                    and counters is not None
+                    and last is not None
+                    and last["counters"] == counters
+                    and started < (parse_timestamp(last["read_at"]) or started) + recheck
+                ):
+                    # nothing new by the report: not read, and the cursor stays where the last
+                    # read started, so the read that follows asks for everything since
+                    continue
                 reread = timedelta(minutes=limits.activity_reread_minutes)
                 params = {} if cursor is None else {"since": format_timestamp(cursor - reread)}
-                started = _now()
                 read = activity_tables(client, account, campaign, params)
                 # the cursor moves only past a complete read: a failed one is read again from it
                 if (yield from recorded_read(outcomes, account.name, "email_activity", campaign["id"], read, run_id)):
                     cursors[cursor_key] = format_timestamp(started)
+                    if counters is not None:
+                        seen[cursor_key] = {"counters": counters, "read_at": format_timestamp(started)}
+                else:
+                    seen.pop(cursor_key, None)
         if not any(outcome["rows_fetched"] for outcome in outcomes):
             yield with_email_key(rows_table([], ACTIVITY_SCHEMA), "email_address")
         yield resource_extractions(outcomes)
+
+    def activity_counters(client: EspHttpClient, account: EspAccount, campaign: dict[str, Any]) -> str | None:
+        """What the campaign's report counts of its email activity: every open, every click, the
+        bounces, and the times of the latest open and click. None when the report cannot be
+        read: the activity is read then."""
+        try:
+            report = report_of(client, account, campaign)
+        except READ_FAILURES:
+            return None
+        bounces, opens, clicks = report.get("bounces") or {}, report.get("opens") or {}, report.get("clicks") or {}
+        values = (
+            report.get("emails_sent"),
+            opens.get("opens_total"),
+            opens.get("last_open"),
+            clicks.get("clicks_total"),
+            clicks.get("last_click"),
+            bounces.get("hard_bounces"),
+            bounces.get("soft_bounces"),
+            bounces.get("syntax_errors"),
+        )
+        if values[1] is None or values[3] is None:
+            return None  # a report without the counters says nothing about the activity
+        return "|".join("" if value is None else str(value) for value in values)
 
     def per_recipient(
         resource: str,

@@ -217,8 +217,9 @@ def test_a_failed_report_read_fails_alone_and_is_read_again_next_run(
         for entry in emulator.emulator.log.snapshot()
         if entry.path.endswith("/email-activity")
     }
-    # a campaign whose activity never read completely is read from the start again
-    assert "since" not in activity_reads["pn0001c01"] and "since" in activity_reads["nl0001c01"]
+    # a campaign whose activity never read completely is read from the start again; one read
+    # completely, whose report counts nothing new, is not read
+    assert "since" not in activity_reads["pn0001c01"] and "nl0001c01" not in activity_reads
     with warehouse(config) as db:
         reports = {r[0] for r in db.execute("select campaign_id from raw_mailchimp.reports").fetchall()}
         sent = db.execute("select count(*) from raw_mailchimp.sent_to").fetchone()[0]
@@ -235,7 +236,8 @@ def test_a_failed_activity_read_keeps_its_cursor(
 ) -> None:
     monkeypatch.setenv(KEY_ENV, KEY)
     emulator: RunningEmulator = serve_mailchimp(scenario)
-    config = mailchimp_config(tmp_path, emulator, max_retries=1)
+    # every run reads the activity, new by the report or not
+    config = mailchimp_config(tmp_path, emulator, max_retries=1, activity_recheck_hours=0)
     faults = emulator.emulator.faults
 
     def since_asked(run_id: str) -> str:
@@ -277,7 +279,8 @@ def test_a_list_whose_full_read_broke_off_is_read_whole_next_time(
     of its members. Read only since its old cursor, the rest would look gone at the ESP."""
     monkeypatch.setenv(KEY_ENV, KEY)
     emulator: RunningEmulator = serve_mailchimp(scenario)
-    config = mailchimp_config(tmp_path, emulator, max_retries=1)
+    # every run reads the activity, new by the report or not
+    config = mailchimp_config(tmp_path, emulator, max_retries=1, activity_recheck_hours=0)
     faults = emulator.emulator.faults
     product_news = emulator.state.account_named("brand_main").lists["pn0001"]
     extract(config, full_refresh=True, run_id="first")
@@ -309,7 +312,8 @@ def test_an_unreadable_list_index_marks_every_known_list_unread(
     reconciles as aborted), never left complete with members a full read just replaced away."""
     monkeypatch.setenv(KEY_ENV, KEY)
     emulator: RunningEmulator = serve_mailchimp(scenario)
-    config = mailchimp_config(tmp_path, emulator, max_retries=1)
+    # every run reads the activity, new by the report or not
+    config = mailchimp_config(tmp_path, emulator, max_retries=1, activity_recheck_hours=0)
     faults = emulator.emulator.faults
     extract(config, full_refresh=True, run_id="first")
 
@@ -607,7 +611,9 @@ def test_email_activity_is_read_again_a_window_back_from_its_cursor_and_kept_onc
     monkeypatch.setenv(KEY_ENV, KEY)
     emulator: RunningEmulator = serve_mailchimp(scenario)
     window = timedelta(days=20 * 365)
-    config = mailchimp_config(tmp_path, emulator, activity_reread_minutes=window.total_seconds() / 60)
+    config = mailchimp_config(
+        tmp_path, emulator, activity_reread_minutes=window.total_seconds() / 60, activity_recheck_hours=0
+    )
 
     def activity() -> tuple[int, int]:
         with warehouse(config) as db:
@@ -633,3 +639,67 @@ def test_email_activity_is_read_again_a_window_back_from_its_cursor_and_kept_onc
     assert before_first - window <= since <= after_first - window
     rows, fetched = activity()
     assert loaded > 0 and fetched == loaded and rows == loaded
+
+
+def test_email_activity_of_a_campaign_whose_report_counts_nothing_new_is_not_read_again(
+    tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An incremental sync compares each campaign's report (opens, clicks, bounces, the latest
+    open and click) with what it counted when the activity was last read completely. A campaign
+    with nothing new is not read; one with a new open is, from the cursor of its last read, so
+    the skipped runs lose nothing. A failed read, a full sync and `activity_recheck_hours` read
+    it again."""
+    from datetime import UTC, datetime
+
+    from pipelines.mailchimp.helpers import subscriber_hash
+    from sandbox.mailchimp.state import Activity
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    emulator: RunningEmulator = serve_mailchimp(scenario)
+    config = mailchimp_config(tmp_path, emulator, max_retries=1)
+    account = emulator.state.account_named("brand_main")
+    faults = emulator.emulator.faults
+
+    def activity_reads(run_id: str, *, full_refresh: bool = False) -> dict[str, str]:
+        emulator.emulator.log.clear()
+        extract(config, full_refresh=full_refresh, run_id=run_id)
+        return {
+            entry.path.split("/")[3]: str(entry.query.get("since", ""))
+            for entry in emulator.emulator.log.snapshot()
+            if entry.path.endswith("/email-activity") and entry.status == 200
+        }
+
+    every = set(account.campaigns)
+    assert set(activity_reads("first", full_refresh=True)) == every
+    assert activity_reads("nothing new") == {}
+    assert activity_reads("nothing new again") == {}
+
+    campaign = account.campaigns["nl0001c01"]
+    recipient = next(iter(campaign.recipients.values()))
+    opened = datetime.now(UTC).replace(microsecond=0)
+    recipient.activity.append(Activity("open", opened))
+    reads = activity_reads("a new open")
+    assert set(reads) == {"nl0001c01"}
+    # asked since the first run's read: the two runs that skipped it did not move the cursor
+    first_cursor = datetime.fromisoformat(reads["nl0001c01"])
+    assert first_cursor < opened
+    with warehouse(config) as db:
+        loaded = db.execute(
+            "select count(*) from raw_mailchimp.email_activity where campaign_id = 'nl0001c01' and email_id = ? "
+            "and action = 'open' and timestamp = ?",
+            [subscriber_hash(recipient.email_address), opened],
+        ).fetchone()[0]
+    assert loaded == 1
+    assert activity_reads("nothing new after it") == {}
+
+    # a read that fails is made again by the next run, counters unchanged or not
+    recipient.activity.append(Activity("click", datetime.now(UTC).replace(microsecond=0), url="https://x.de/a"))
+    faults.configure(type(faults.settings)(**failing_reads(r"/3\.0/reports/nl0001c01/email-activity")))
+    assert activity_reads("failed") == {}
+    faults.configure(type(faults.settings)())
+    assert set(activity_reads("after the failure")) == {"nl0001c01"}
+    assert activity_reads("settled again") == {}
+
+    assert set(activity_reads("full", full_refresh=True)) == every
+    config = mailchimp_config(tmp_path, emulator, max_retries=1, activity_recheck_hours=0)
+    assert set(activity_reads("recheck every run")) == every
