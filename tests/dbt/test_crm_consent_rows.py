@@ -10,11 +10,11 @@ from typing import Any
 import duckdb
 import pytest
 
-from assets.resources import run_dbt_build
 from mailbridge.config import MailbridgeConfig, load_config
 from pipelines.runner import run_extractions
 from sandbox.crm_db import write_crm
-from tests.conftest import RunningEmulator, scenario_named, shared_dbt_target, write_project_config
+from tests.conftest import RunningEmulator, scenario_named, write_project_config
+from tests.dbt.test_dbt_build import dbt_build
 from tests.pipelines.test_crm_source import crm_execute, drop_assignment_key
 
 RUN_ID = "consent-rows"
@@ -37,8 +37,7 @@ def build_world(
     crm_execute(url, *crm_statements)
     monkeypatch.setenv("MAILBRIDGE_MAILCHIMP_MAIN_KEY", scenario.account("brand_main").api_key)
     run_extractions(config, full_refresh=True, run_id=RUN_ID)
-    built = run_dbt_build(config.warehouse_path(), shared_dbt_target(tmp_path), RUN_ID, unit_tests=False)
-    assert built.returncode == 0, built.stdout + built.stderr
+    dbt_build(tmp_path, config.warehouse_path(), RUN_ID)
     return config
 
 

@@ -50,9 +50,11 @@ def load_small_world(
 _MANIFESTS: dict[str, Any] = {}
 
 
-def dbt_build(tmp_path: Path, warehouse: Path, run_id: str = "manual", *, full_refresh: bool = False) -> None:
+def dbt_build(
+    tmp_path: Path, warehouse: Path, run_id: str = "manual", *, full_refresh: bool = False, select: str = ""
+) -> None:
     """`dbt build` of the models and data tests into `warehouse` (with `--full-refresh`, as a full
-    sync builds, when `full_refresh`); it must succeed.
+    sync builds, when `full_refresh`; only the nodes `select` names, when given); it must succeed.
 
     It runs in this process, on a manifest parsed once per worker: a build in a process of its
     own spends about 5 of its 10 seconds importing dbt and loading and writing the manifest. Syncs
@@ -72,7 +74,8 @@ def dbt_build(tmp_path: Path, warehouse: Path, run_id: str = "manual", *, full_r
                 assert parsed.success, parsed.exception
                 manifest = _MANIFESTS[warehouse.name] = parsed.result
             refresh = ["--full-refresh"] if full_refresh else []
-            result = dbtRunner(manifest=manifest).invoke([*DBT_BUILD, *flags, *refresh])
+            selected = ["--select", select] if select else []
+            result = dbtRunner(manifest=manifest).invoke([*DBT_BUILD, *flags, *refresh, *selected])
         finally:
             # dbt-duckdb keeps the database open for the next invocation: the test reads it next
             if DuckDBConnectionManager._ENV is not None:
