@@ -307,10 +307,12 @@ def _email_keys_arrow(column: pa.Array, items: list[str | None] | None = None) -
         pc.invert(pc.match_substring_regex(trimmed, "@.*--")),
     ]
     # the domain is the address's end: the domain is a special-use name (`@name`) or under one
-    # (`.name`) exactly when the address ends so
-    for name in email_validator.SPECIAL_USE_DOMAIN_NAMES:
-        for suffix in (f"@{name}", f".{name}"):
-            conditions.append(pc.invert(pc.ends_with(lowered, suffix)))
+    # (`.name`) exactly when the address ends so; one pattern for every name (RE2's `$` is the
+    # end of the text only)
+    names = email_validator.SPECIAL_USE_DOMAIN_NAMES
+    if names:
+        special = "[@.](?:" + "|".join(re.escape(name) for name in names) + ")$"
+        conditions.append(pc.invert(pc.match_substring_regex(lowered, special)))
     fast = conditions[0]
     for condition in conditions[1:]:
         fast = pc.and_(fast, condition)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,11 +21,13 @@ from pipelines.mailchimp.helpers import (
     TS,
     fields_param,
     format_timestamp,
+    items_table,
     mailchimp_client,
     members_table,
     paged,
     parse_timestamp,
     rows_table,
+    timestamp_column,
 )
 
 log = logging.getLogger(__name__)
@@ -270,6 +272,33 @@ def resource_extractions(outcomes: list[dict[str, Any]]) -> Any:
     return dlt.mark.with_hints(
         rows_table(outcomes, RESOURCE_EXTRACTION_SCHEMA), RESOURCE_EXTRACTION_HINTS, create_table_variant=True
     )
+
+
+def activity_page_table(account: str, campaign_id: str, page: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """One page of a campaign's email activity as Arrow: a row per event, each beside its
+    recipient's list, id and address. Column by column: the recipient's columns are read once a
+    recipient and repeated by Arrow, the event's once an event."""
+    activities = [email.get("activity") or [] for email in page]
+    events = [event for listed in activities for event in listed]
+    count = len(events)
+    owner = pa.array([row for row, listed in enumerate(activities) for _ in listed], pa.int64())
+
+    def recipient_column(name: str) -> pa.Array:
+        return pa.array([email.get(name) for email in page], pa.string()).take(owner)
+
+    columns = [
+        pa.array([account] * count, pa.string()),
+        pa.array([campaign_id] * count, pa.string()),
+        recipient_column("list_id"),
+        recipient_column("email_id"),
+        recipient_column("email_address"),
+        pa.array([event.get("action") for event in events], pa.string()),
+        timestamp_column([event.get("timestamp") for event in events]),
+        pa.array([event.get("ip") or None for event in events], pa.string()),
+        pa.array([event.get("url") or "" for event in events], pa.string()),
+        pa.array([event.get("type") or None for event in events], pa.string()),
+    ]
+    return pa.Table.from_arrays(columns, schema=ACTIVITY_SCHEMA)
 
 
 def recorded_read(
@@ -605,24 +634,9 @@ def mailchimp_source(
             concurrency=account.max_connections,
             key="email_id",
         ):
-            rows = [
-                {
-                    "esp_account": account.name,
-                    "campaign_id": campaign["id"],
-                    "list_id": email.get("list_id"),
-                    "email_id": email.get("email_id"),
-                    "email_address": email.get("email_address"),
-                    "action": activity.get("action"),
-                    "timestamp": activity.get("timestamp"),
-                    "ip": activity.get("ip") or None,
-                    "url": activity.get("url") or "",
-                    "bounce_type": activity.get("type") or None,
-                }
-                for email in page
-                for activity in email.get("activity") or []
-            ]
-            if rows:
-                yield with_email_key(rows_table(rows, ACTIVITY_SCHEMA, ["timestamp"]), "email_address")
+            table = activity_page_table(account.name, campaign["id"], page)
+            if table.num_rows:
+                yield with_email_key(table, "email_address")
 
     @dlt.resource(
         name="email_activity",
@@ -716,16 +730,9 @@ def mailchimp_source(
                 concurrency=account.max_connections,
                 key="email_id",
             ):
-                rows = [
-                    {
-                        "esp_account": account.name,
-                        "campaign_id": campaign["id"],
-                        **{field: item.get(field) for field in row_fields},
-                    }
-                    for item in page
-                ]
-                if rows:
-                    yield with_email_key(rows_table(rows, schema, timestamps), "email_address")
+                if page:
+                    constants = {"esp_account": account.name, "campaign_id": campaign["id"]}
+                    yield with_email_key(items_table(page, schema, constants, timestamps), "email_address")
 
         # campaigns whose per-recipient report was read completely after its window: settled,
         # read again only by a full sync

@@ -291,3 +291,21 @@ def rows_table(rows: list[dict[str, Any]], schema: pa.Schema, timestamp_columns:
         for field in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def items_table(
+    items: Sequence[Mapping[str, Any]],
+    schema: pa.Schema,
+    constants: Mapping[str, Any],
+    timestamp_columns: Sequence[str] = (),
+) -> pa.Table:
+    """One page of API items as Arrow with an explicit schema, column by column: a column of
+    `constants` holds its value on every row, every other column is read from the items by its
+    name (missing: null). The same table as `rows_table` of one dict per item, without the dicts."""
+    count = len(items)
+    columns = []
+    for field in schema:
+        name = field.name
+        values = [constants[name]] * count if name in constants else [item.get(name) for item in items]
+        columns.append(timestamp_column(values) if name in timestamp_columns else pa.array(values, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)

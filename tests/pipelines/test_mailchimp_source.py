@@ -554,6 +554,63 @@ def test_a_rows_table_holds_each_row_as_the_row_by_row_build_did() -> None:
     assert rows_table([], schema, ["timestamp"]).num_rows == 0
 
 
+def test_report_pages_become_the_tables_a_row_by_row_build_made() -> None:
+    """A page of email activity and a page of sent-to become Arrow column by column: the same
+    table as one dict per event (or recipient) turned into rows, for recipients without activity,
+    missing keys, empty IPs and URLs, bounces, and keys the schema does not name."""
+    from pipelines.mailchimp import ACTIVITY_SCHEMA, SENT_TO_SCHEMA, activity_page_table
+    from pipelines.mailchimp.helpers import items_table, rows_table
+
+    page: list[dict[str, Any]] = [
+        {
+            "list_id": "l1",
+            "email_id": "e1",
+            "email_address": "A@x.de",
+            "status": "sent",
+            "open_count": 2,
+            "last_open": "2025-01-02T10:00:00+00:00",
+            "activity": [
+                {"action": "open", "timestamp": "2025-01-01T10:00:00+00:00", "ip": "1.2.3.4"},
+                {"action": "click", "timestamp": "2025-01-01T10:05:00+00:00", "ip": "", "url": "https://x.de/a"},
+            ],
+        },
+        {"list_id": "l1", "email_id": "e2", "email_address": "b@x.de", "activity": []},
+        {"email_id": "e3", "email_address": None, "status": "hard", "last_open": ""},
+        {
+            "list_id": "l1",
+            "email_id": "e4",
+            "email_address": "d@x.de",
+            "extra": "kept out",
+            "activity": [{"action": "bounce", "timestamp": "2025-01-03T00:00:00Z", "type": "hard", "url": None}],
+        },
+    ]
+    events = [
+        {
+            "esp_account": "acc",
+            "campaign_id": "c1",
+            "list_id": email.get("list_id"),
+            "email_id": email.get("email_id"),
+            "email_address": email.get("email_address"),
+            "action": event.get("action"),
+            "timestamp": event.get("timestamp"),
+            "ip": event.get("ip") or None,
+            "url": event.get("url") or "",
+            "bounce_type": event.get("type") or None,
+        }
+        for email in page
+        for event in email.get("activity") or []
+    ]
+    assert activity_page_table("acc", "c1", page).equals(rows_table(events, ACTIVITY_SCHEMA, ["timestamp"]))
+    assert activity_page_table("acc", "c1", page[1:3]).num_rows == 0
+
+    fields = ("list_id", "email_id", "email_address", "status", "open_count", "last_open")
+    recipients = [
+        {"esp_account": "acc", "campaign_id": "c1", **{field: item.get(field) for field in fields}} for item in page
+    ]
+    built = items_table(page, SENT_TO_SCHEMA, {"esp_account": "acc", "campaign_id": "c1"}, ["last_open"])
+    assert built.equals(rows_table(recipients, SENT_TO_SCHEMA, ["last_open"]))
+
+
 def test_per_recipient_reports_of_a_campaign_past_its_window_are_read_once_more_then_settled(
     tmp_path: Path, serve_mailchimp: Any, scenario: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
