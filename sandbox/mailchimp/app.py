@@ -54,9 +54,9 @@ from sandbox.mailchimp.state import (
     MailchimpState,
     Member,
     Recipient,
-    iso,
     utcnow,
 )
+from sandbox.mailchimp.store import iso
 from sandbox.scenario import Scenario
 
 API_PREFIX = "/3.0"
@@ -408,12 +408,9 @@ class MailchimpEmulator:
             ]
             for member in inserted:
                 member.timestamp_signup = member.timestamp_opt = member.last_changed
-            # ahead of every member already there: each later page shifts by `count`
-            members = mailchimp_list.members
-            others = [(key, value) for key, value in members.items() if value not in inserted]
-            members.clear()  # in place: whoever holds the list's members sees the new order
-            members.update((member.id, member) for member in inserted)
-            members.update(others)
+            # ahead of every member already there: each later page shifts by `count`; in place,
+            # so whoever holds the list's members sees the new order
+            mailchimp_list.members.move_to_front(member.id for member in inserted)
             mailchimp_list.touch()
 
     async def _json_body(self, request: Request) -> dict[str, Any]:
@@ -486,21 +483,25 @@ class MailchimpEmulator:
             if only_ids:
                 page = [{"id": member_id} for member_id in chosen]
             else:
-                page = [mailchimp_list.members[member_id].as_json() for member_id in chosen]
+                page = [mailchimp_list.members.as_json(member_id) for member_id in chosen]
         return {"members": page, "list_id": mailchimp_list.id, "total_items": len(ids), "_links": []}
 
-    def _member(self, account: Account, request: Request) -> tuple[MailchimpList, Member | None, str]:
+    def _member_key(self, account: Account, request: Request) -> tuple[MailchimpList, str]:
         mailchimp_list = account.get_list(request.path_params["list_id"])
         key = request.path_params["subscriber_hash"].lower()
         if "@" in key:
             key = subscriber_hash(key)
+        return mailchimp_list, key
+
+    def _member(self, account: Account, request: Request) -> tuple[MailchimpList, Member | None, str]:
+        mailchimp_list, key = self._member_key(account, request)
         return mailchimp_list, mailchimp_list.members.get(key), key
 
     async def get_member(self, request: Request, account: Account) -> Any:
-        _, member, _ = self._member(account, request)
-        if member is None:
+        mailchimp_list, key = self._member_key(account, request)
+        if key not in mailchimp_list.members:
             raise MailchimpError(404, "Resource Not Found", "The requested resource could not be found.")
-        return member.as_json()
+        return mailchimp_list.members.as_json(key)  # a read leaves a member held as a row
 
     async def get_campaigns(self, request: Request, account: Account) -> Any:
         count, offset = page_params(request)
@@ -852,9 +853,8 @@ class MailchimpEmulator:
             mailchimp_list = account.get_list(campaign.list_id)
             campaign.send_time = utcnow()
             campaign.status = "sent"
-            for member in mailchimp_list.members.values():
-                if member.status == "subscribed":
-                    campaign.recipients[member.id] = Recipient(member.email_address, member.id, mailchimp_list.id)
+            for member_id, email_address in mailchimp_list.members.addresses("subscribed"):
+                campaign.recipients[member_id] = Recipient(email_address, member_id, mailchimp_list.id)
         return None
 
 
