@@ -260,9 +260,12 @@ class MailchimpEmulator:
         self.app = Starlette(routes=routes)
 
     @classmethod
-    def from_scenario(cls, scenario: Scenario, faults: FaultSettings | None = None) -> MailchimpEmulator:
-        """An emulator holding every Mailchimp account of the scenario."""
-        return cls(load_into_state(scenario), faults)
+    def from_scenario(
+        cls, scenario: Scenario, faults: FaultSettings | None = None, *, release_tables: bool = False
+    ) -> MailchimpEmulator:
+        """An emulator holding every Mailchimp account of the scenario (`release_tables`: the
+        scenario's ESP tables are left empty once read)."""
+        return cls(load_into_state(scenario, release_tables=release_tables), faults)
 
     # -- plumbing -------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from sandbox.mailchimp.state import (
     MailchimpState,
     Recipient,
 )
-from sandbox.scenario import Scenario
+from sandbox.scenario import TABLE_SCHEMAS, Scenario
 
 ESP_TYPE = "mailchimp"
 # rows turned into Python objects at a time: bounds what a load holds besides the state
@@ -31,21 +31,32 @@ def _chunks(frame: pl.DataFrame, columns: Sequence[str]) -> Iterator[list[list[A
         yield [chunk[name].to_list() if name in chunk.columns else [None] * chunk.height for name in columns]
 
 
-def load_into_state(scenario: Scenario, state: MailchimpState | None = None) -> MailchimpState:
+def load_into_state(
+    scenario: Scenario, state: MailchimpState | None = None, *, release_tables: bool = False
+) -> MailchimpState:
     """Build (or extend) emulator state from every Mailchimp account in the scenario.
 
-    The collector waits meanwhile: a load makes millions of objects that all live on, and
-    passes over them would find nothing to free."""
+    With `release_tables` each table the emulator reads is left empty in the scenario once
+    read, so that a large world's tables and its state are not held side by side. The
+    collector waits meanwhile: a load makes millions of objects that all live on, and passes
+    over them would find nothing to free."""
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _load(scenario, state or MailchimpState())
+        return _load(scenario, state or MailchimpState(), release_tables)
     finally:
         if collecting:
             gc.enable()
 
 
-def _load(scenario: Scenario, state: MailchimpState) -> MailchimpState:
+def _read(scenario: Scenario, name: str, release: bool) -> pl.DataFrame:
+    frame = scenario.table(name)
+    if release:
+        scenario.tables[name] = pl.DataFrame(schema=TABLE_SCHEMAS[name])
+    return frame
+
+
+def _load(scenario: Scenario, state: MailchimpState, release: bool) -> MailchimpState:
     accounts = [account for account in scenario.accounts if account.type == ESP_TYPE]
     created_at = scenario.reference_time.replace(year=scenario.reference_time.year - 3)
     by_name: dict[str, Account] = {}
@@ -74,7 +85,7 @@ def _load(scenario: Scenario, state: MailchimpState) -> MailchimpState:
         "ip_opt",
         "unsubscribe_reason",
     )
-    for chunk in _chunks(scenario.table("esp_members"), columns):
+    for chunk in _chunks(_read(scenario, "esp_members", release), columns):
         for (
             account_name,
             list_id,
@@ -121,7 +132,7 @@ def _load(scenario: Scenario, state: MailchimpState) -> MailchimpState:
         mailchimp_list.version += count - 1  # as one touch a member
         mailchimp_list.touch()
 
-    campaigns = scenario.table("esp_campaigns")
+    campaigns = _read(scenario, "esp_campaigns", release)
     for row in campaigns.filter(campaigns["account"].is_in(list(by_name))).iter_rows(named=True):
         account = by_name[row["account"]]
         account.campaigns[row["campaign_id"]] = Campaign(
@@ -136,7 +147,7 @@ def _load(scenario: Scenario, state: MailchimpState) -> MailchimpState:
 
     reason = "N/A (Unsubscribed via campaign link)"
     columns = ("account", "campaign_id", "email", "status", "unsubscribed_at", "complained_at")
-    for chunk in _chunks(scenario.table("esp_recipients"), columns):
+    for chunk in _chunks(_read(scenario, "esp_recipients", release), columns):
         for account_name, campaign_id, email, status, unsubscribed_at, complained_at in zip(*chunk, strict=True):
             owner = by_name.get(account_name)
             if owner is None:
@@ -160,7 +171,7 @@ def _load(scenario: Scenario, state: MailchimpState) -> MailchimpState:
 
     # each recipient's opens, clicks and bounces, in the scenario's order
     columns = ("account", "campaign_id", "email", "action", "timestamp", "url", "bounce_type")
-    for chunk in _chunks(scenario.table("esp_activity"), columns):
+    for chunk in _chunks(_read(scenario, "esp_activity", release), columns):
         for account_name, campaign_id, email, action, timestamp, url, bounce_type in zip(*chunk, strict=True):
             owner = by_name.get(account_name)
             found = owner.campaigns.get(campaign_id) if owner is not None else None
