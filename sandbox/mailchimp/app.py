@@ -536,7 +536,7 @@ class MailchimpEmulator:
         campaign = account.get_campaign(request.path_params["campaign_id"])
         count, offset = page_params(request)
         since = parse_time(request.query_params.get("since"), "since")
-        recipients = list(campaign.recipients.values())
+        recipients = campaign.recipient_list()
         emails = []
         for recipient in recipients[offset : offset + count]:
             activity = [a for a in recipient.activity if since is None or a.timestamp >= since]
@@ -565,7 +565,7 @@ class MailchimpEmulator:
     async def get_sent_to(self, request: Request, account: Account) -> Any:
         campaign = account.get_campaign(request.path_params["campaign_id"])
         count, offset = page_params(request)
-        recipients = list(campaign.recipients.values())
+        recipients = campaign.recipient_list()
         rows = []
         for recipient in recipients[offset : offset + count]:
             opens = [a.timestamp for a in recipient.activity if a.action == "open"]
@@ -858,6 +858,7 @@ class MailchimpEmulator:
             campaign.status = "sent"
             for member_id, email_address in mailchimp_list.members.addresses("subscribed"):
                 campaign.recipients[member_id] = Recipient(email_address, member_id, mailchimp_list.id)
+            campaign.recipients_changed()
         return None
 
 

@@ -169,6 +169,9 @@ def _load(scenario: Scenario, state: MailchimpState, release: bool) -> Mailchimp
                 unsubscribe_reason=reason if unsubscribed_at else "",
             )
 
+    for account in by_name.values():
+        for campaign in account.campaigns.values():
+            campaign.recipients_changed()
     # each recipient's opens, clicks and bounces, in the scenario's order
     columns = ("account", "campaign_id", "email", "action", "timestamp", "url", "bounce_type")
     for chunk in _chunks(_read(scenario, "esp_activity", release), columns):

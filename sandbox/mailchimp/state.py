@@ -159,6 +159,18 @@ class Campaign:
     status: str = "save"  # save | sending | sent
     send_time: datetime | None = None
     recipients: dict[str, Recipient] = field(default_factory=dict)
+    _listed: list[Recipient] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def recipient_list(self) -> list[Recipient]:
+        """The recipients in order, for paging: kept between pages until their number changes
+        or `recipients_changed()` says they did."""
+        listed = self._listed
+        if listed is None or len(listed) != len(self.recipients):
+            listed = self._listed = list(self.recipients.values())
+        return listed
+
+    def recipients_changed(self) -> None:
+        self._listed = None
 
     def opens(self) -> list[tuple[Recipient, Activity]]:
         return [(r, a) for r in self.recipients.values() for a in r.activity if a.action == "open"]

@@ -22,11 +22,14 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from pipelines.mailchimp.helpers import subscriber_hash
 from sandbox.generator import generate_scenario
 from sandbox.mailchimp.app import MailchimpEmulator
+from sandbox.mailchimp.store import iso
 
 RECORDED = Path(__file__).with_name("mailchimp_answers.json")
 MAIN_KEY = "sandbox0brandmain00000000000000-us1"
@@ -344,3 +347,14 @@ def test_the_answers_are_the_recorded_bytes(recorder: Recorder) -> None:
     assert list(answers) == list(recorded)
     differing = [name for name in recorded if answers[name] != recorded[name]]
     assert not differing, f"{len(differing)} answers changed, the first: {differing[:5]}"
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2, 1, 1),
+        max_value=datetime(9998, 12, 31),
+        timezones=st.one_of(st.none(), st.just(UTC), st.timezones()),
+    )
+)
+def test_times_are_written_as_before(value: datetime) -> None:
+    assert iso(value) == value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
