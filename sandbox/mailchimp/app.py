@@ -539,7 +539,7 @@ class MailchimpEmulator:
         recipients = campaign.recipient_list()
         emails = []
         for recipient in recipients[offset : offset + count]:
-            activity = [a for a in recipient.activity if since is None or a.timestamp >= since]
+            activity = [a for a in recipient.actions() if since is None or a.timestamp >= since]
             emails.append(
                 {
                     "campaign_id": campaign.id,
@@ -568,7 +568,7 @@ class MailchimpEmulator:
         recipients = campaign.recipient_list()
         rows = []
         for recipient in recipients[offset : offset + count]:
-            opens = [a.timestamp for a in recipient.activity if a.action == "open"]
+            opens = [a.timestamp for a in recipient.actions() if a.action == "open"]
             rows.append(
                 {
                     "email_id": recipient.email_id,

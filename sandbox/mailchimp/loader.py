@@ -109,6 +109,8 @@ def _load(scenario: Scenario, state: MailchimpState, release: bool) -> Mailchimp
                 address = known[email] = (subscriber_hash(email), email.strip())
             member_id, email_address = address
             status = shared.setdefault(status, status)
+            # a scenario's subscriber without an opt-in time opted in when its status last changed
+            opted_in = timestamp_opt or (last_changed if status == "subscribed" else None)
             mailchimp_list.members.add_row(
                 member_id,
                 (
@@ -119,8 +121,7 @@ def _load(scenario: Scenario, state: MailchimpState, release: bool) -> Mailchimp
                     shared.setdefault(last_name or "", last_name or ""),
                     shared.setdefault(salutation or "", salutation or ""),
                     timestamp_signup,
-                    # a scenario's subscriber without an opt-in time opted in when its status last changed
-                    timestamp_opt or (last_changed if status == "subscribed" else None),
+                    opted_in if opted_in != last_changed else last_changed,
                     shared.setdefault(ip_opt or "", ip_opt or ""),
                     shared.setdefault(unsubscribe_reason or "", unsubscribe_reason or ""),
                 ),
@@ -163,7 +164,6 @@ def _load(scenario: Scenario, state: MailchimpState, release: bool) -> Mailchimp
                 email_id=email_id,
                 list_id=campaign.list_id,
                 status=shared.setdefault(status or "sent", status or "sent"),
-                activity=[],
                 unsubscribed_at=unsubscribed_at,
                 complained_at=complained_at,
                 unsubscribe_reason=reason if unsubscribed_at else "",
