@@ -144,8 +144,8 @@ class Recipient:
     email_id: str
     list_id: str
     status: str = "sent"  # sent | hard | soft
-    # None until the recipient's first open, click or bounce: most recipients of a large
-    # world have none, and an empty list a recipient is 56 bytes a recipient
+    # None until the recipient's first open, click or bounce: most recipients of a large world
+    # have none, and an empty list takes 56 bytes
     logged: list[Activity] | None = None
     unsubscribed_at: datetime | None = None
     complained_at: datetime | None = None  # an abuse report: the recipient marked the mail as spam
