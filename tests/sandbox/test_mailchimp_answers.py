@@ -20,16 +20,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from starlette.testclient import TestClient
 
 from pipelines.mailchimp.helpers import subscriber_hash
 from sandbox.generator import generate_scenario
-from sandbox.mailchimp.app import MailchimpEmulator
 from sandbox.mailchimp.store import iso
+from tests.conftest import RunningEmulator
 
 RECORDED = Path(__file__).with_name("mailchimp_answers.json")
 MAIN_KEY = "sandbox0brandmain00000000000000-us1"
@@ -51,13 +51,13 @@ def _masked(body: bytes) -> bytes:
 class Recorder:
     """Sends requests and keeps (name, status, content type, digest, length) per answer."""
 
-    def __init__(self, client: TestClient) -> None:
+    def __init__(self, client: httpx.Client) -> None:
         self.client = client
         self.answers: dict[str, dict[str, Any]] = {}
 
     def call(self, name: str, method: str, path: str, key: str = MAIN_KEY, **kwargs: Any) -> Any:
         assert name not in self.answers, name
-        response = self.client.request(method, "/3.0" + path, auth=("any", key), **kwargs)
+        response = self.client.request(method, path, auth=("any", key), **kwargs)
         body = _masked(response.content)
         self.answers[name] = {
             "request": f"{method} {path} {json.dumps(kwargs.get('params') or {}, sort_keys=True)}",
@@ -73,7 +73,7 @@ class Recorder:
 
 
 @pytest.fixture
-def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
+def recorder(monkeypatch: pytest.MonkeyPatch, serve_mailchimp: Any) -> Iterator[Recorder]:
     import sandbox.mailchimp.app as app_module
     import sandbox.mailchimp.state as state_module
 
@@ -83,8 +83,8 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
     draft = {"account": "brand_main", "campaign_id": "nl0001d01", "list_id": "nl0001", "status": "save"}
     campaigns = scenario.tables["esp_campaigns"]
     scenario.tables["esp_campaigns"] = pl.concat([campaigns, pl.DataFrame([draft], schema=campaigns.schema)])
-    emulator = MailchimpEmulator.from_scenario(scenario)
-    with TestClient(emulator.app) as client:
+    running: RunningEmulator = serve_mailchimp(scenario)
+    with httpx.Client(base_url=running.base_url, timeout=30) as client:
         yield Recorder(client)
 
 
