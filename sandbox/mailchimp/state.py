@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.mailchimp.helpers import subscriber_hash
-from sandbox.mailchimp.store import MemberStore, contact_id_of, iso, member_json
+from sandbox.mailchimp import store
+from sandbox.mailchimp.store import MemberStore, contact_id_of, iso
 
 MEMBER_STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")
 WRITABLE_STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional")
@@ -56,7 +57,7 @@ class Member:
     archived_from: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return member_json(
+        return store.member_json(
             self.id,
             self.email_address,
             self.unique_email_id,
