@@ -1,7 +1,8 @@
 """Benchmarks: the demo full sync at several sizes, the email-key throughput, pushing 10k
 actions (the writer alone and the whole push), 10k CRM writes, mailbridge's Mailchimp
-extraction side by side with a plain dlt `rest_api` pull of the same resources, and how long
-a process takes to load the Dagster definitions and to start the CLI.
+extraction side by side with a plain dlt `rest_api` pull of the same resources, how long
+a process takes to load the Dagster definitions and to start the CLI, and the sandbox Mailchimp
+on its own (start-up, page walks, peak RSS).
 
 Run with `make bench` (or `make bench ARGS="--contacts 10000 100000 1000000"`). Timings are
 medians of the repeats; compare figures measured side by side in one run.
@@ -374,6 +375,97 @@ def extraction_side_by_side(contacts: int, repeats: int, port: int = 8499) -> di
     }
 
 
+def sandbox_alone(contacts: int, repeats: int, checkouts: Sequence[Path] = (), port: int = 8496) -> dict[str, Any]:
+    """The sandbox Mailchimp on its own, in a process of its own, on a generated world: the
+    seconds until it answers (wall, and its CPU seconds), a walk of every member page and one of
+    every campaign's report with its email-activity, sent-to and unsubscribed pages (1,000 a
+    page; wall, and the sandbox's CPU seconds), and its peak RSS (VmHWM). Other `checkouts`
+    (`--compare`) take turns with this one, in alternating order."""
+    import httpx
+
+    from sandbox.generator import ACCOUNTS, generate_scenario
+
+    roots = [ROOT, *checkouts]
+    runs: dict[Path, list[dict[str, float]]] = {root: [] for root in roots}
+    with tempfile.TemporaryDirectory() as folder_name:
+        world = Path(folder_name) / "world"
+        generate_scenario(contacts=contacts, seed=42).save(world)
+        base = f"http://127.0.0.1:{port}/3.0"
+
+        def pages(client: httpx.Client, key: str, path: str, collection: str) -> int:
+            offset = 0
+            while True:
+                response = client.get(f"{base}{path}", params={"count": 1000, "offset": offset}, auth=("x", key))
+                response.raise_for_status()
+                got = len(response.json()[collection])
+                offset += got
+                if got < 1000:
+                    return offset
+
+        def measure(root: Path) -> dict[str, float]:
+            args = [sys.executable, "-m", "mailbridge.cli", "sandbox", "--scenario", str(world), "--port", str(port)]
+            started = time.perf_counter()
+            process = subprocess.Popen(args, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                _wait_for_port(port, process)
+                measured = {
+                    "start_wall_seconds": time.perf_counter() - started,
+                    "start_cpu_seconds": _cpu_seconds(process.pid),
+                }
+                with httpx.Client(timeout=300) as client:
+                    before, started = _cpu_seconds(process.pid), time.perf_counter()
+                    members = sum(
+                        pages(client, account.api_key, f"/lists/{item.id}/members", "members")
+                        for account in ACCOUNTS
+                        for item in account.lists
+                    )
+                    measured["members_wall_seconds"] = time.perf_counter() - started
+                    measured["members_sandbox_cpu_seconds"] = _cpu_seconds(process.pid) - before
+                    before, started = _cpu_seconds(process.pid), time.perf_counter()
+                    rows = 0
+                    for account in ACCOUNTS:
+                        auth = ("x", account.api_key)
+                        campaigns = client.get(f"{base}/campaigns", params={"count": 1000}, auth=auth).json()
+                        for campaign in campaigns["campaigns"]:
+                            client.get(f"{base}/reports/{campaign['id']}", auth=auth).raise_for_status()
+                            for kind, collection in (
+                                ("email-activity", "emails"),
+                                ("sent-to", "sent_to"),
+                                ("unsubscribed", "unsubscribes"),
+                            ):
+                                rows += pages(client, account.api_key, f"/reports/{campaign['id']}/{kind}", collection)
+                    measured["reports_wall_seconds"] = time.perf_counter() - started
+                    measured["reports_sandbox_cpu_seconds"] = _cpu_seconds(process.pid) - before
+                measured["peak_rss_mib"] = _peak_rss_mib(process.pid)
+                measured["members"], measured["report_rows"] = members, rows
+                return measured
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+
+        for repeat in range(repeats):
+            for root in roots if repeat % 2 == 0 else roots[::-1]:
+                runs[root].append(measure(root))
+
+    def summary(measured: list[dict[str, float]]) -> dict[str, Any]:
+        kinds = [key for key in measured[0] if key.endswith("_seconds")]
+        return {
+            **{
+                f"{kind.removesuffix('_seconds')}_median_seconds": round(
+                    statistics.median(m[kind] for m in measured), 2
+                )
+                for kind in kinds
+            },
+            "peak_rss_mib": round(max(m["peak_rss_mib"] for m in measured)),
+            "runs": [{key: round(value, 2) for key, value in m.items()} for m in measured],
+        }
+
+    report: dict[str, Any] = {"contacts": contacts, "repeats": repeats}
+    for root, measured in runs.items():
+        report["this checkout" if root == ROOT else str(root)] = summary(measured)
+    return report
+
+
 def _bench_world(folder: Path, contacts: int, port: int) -> tuple[Path, dict[str, str], Any]:
     """A generated world in `folder`: its scenario, a config whose ESPs are the bench sandbox on
     `port` and whose CRM is a SQLite file written from the scenario; the environment with the
@@ -520,9 +612,19 @@ def main() -> None:
         type=Path,
         nargs="+",
         default=[],
-        help="other checkouts of the project whose start-up is measured in turns with this one",
+        help="other checkouts of the project whose start-up (and sandbox) is measured in turns with this one",
     )
-    parser.add_argument("--only", choices=["extraction", "syncs", "push", "definitions"], help="run only this part")
+    parser.add_argument(
+        "--sandbox-contacts",
+        type=int,
+        nargs="*",
+        default=[100_000],
+        help="world sizes of the sandbox on its own: start-up, member and report walks, peak RSS",
+    )
+    parser.add_argument("--sandbox-repeats", type=int, default=3, help="sandbox processes per size and checkout")
+    parser.add_argument(
+        "--only", choices=["extraction", "syncs", "push", "definitions", "sandbox"], help="run only this part"
+    )
     args = parser.parse_args()
     if args.only is not None:
         parts: dict[str, Any] = {
@@ -530,6 +632,9 @@ def main() -> None:
             "syncs": lambda: {"syncs": [sync_phases(n, args.sync_repeats) for n in args.sync_contacts]},
             "push": lambda: {"push": [push_actions(n, 1 if n > 100_000 else 3) for n in args.push_actions]},
             "definitions": lambda: {"definitions_load": definitions_load(args.start_repeats, args.compare)},
+            "sandbox": lambda: {
+                "sandbox": [sandbox_alone(n, args.sandbox_repeats, args.compare) for n in args.sandbox_contacts]
+            },
         }
         _write(parts[args.only]())
         return
@@ -544,6 +649,7 @@ def main() -> None:
     if args.extraction_contacts:
         report["extraction_vs_rest_api"] = extraction_side_by_side(args.extraction_contacts, 3)
     report["syncs"] = [sync_phases(n, args.sync_repeats) for n in args.sync_contacts]
+    report["sandbox"] = [sandbox_alone(n, args.sandbox_repeats, args.compare) for n in args.sandbox_contacts]
     _write(report)
 
 

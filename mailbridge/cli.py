@@ -788,19 +788,24 @@ def sandbox(
     port: Annotated[int, typer.Option(help="Loopback port.")] = DEFAULT_SANDBOX_PORT,
 ) -> None:
     """Serve the sandbox ESPs (stateful API emulators) on 127.0.0.1 until stopped."""
-    from sandbox.runtime import build_sandbox
+    import gc
+
+    from sandbox.runtime import EMULATED_TABLES, build_sandbox
     from sandbox.scenario import Scenario, load_scenario
     from sandbox.server import serve_forever
 
     if scenario is not None:
-        world = load_scenario(scenario)
+        world = load_scenario(scenario, only=EMULATED_TABLES)
     else:
         from sandbox.generator import ACCOUNTS, LINKS, today_utc
 
         world = Scenario("empty", today_utc(), list(ACCOUNTS), list(LINKS), tables=_empty_tables())
-    served = build_sandbox(world)
+    served = build_sandbox(world, release_tables=True)
     keys = ", ".join(f"{account.name}={account.api_key}" for account in world.accounts)
     err.print(f"sandbox: {world.name} on http://127.0.0.1:{port} (sandbox keys: {keys})", markup=False)
+    # what was loaded lives until the process ends: the collector's full passes leave it out
+    gc.collect()
+    gc.freeze()
     serve_forever(served.app, port)
 
 

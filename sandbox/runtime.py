@@ -9,7 +9,10 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from pipelines.registry import ESP_CONNECTORS
-from sandbox.scenario import Scenario
+from sandbox.scenario import TABLE_SCHEMAS, Scenario
+
+# what the emulators read of a scenario: its ESP side
+EMULATED_TABLES = tuple(name for name in TABLE_SCHEMAS if name.startswith("esp_"))
 
 
 @dataclass
@@ -18,14 +21,20 @@ class Sandbox:
     emulators: dict[str, Any]
 
 
-def build_sandbox(scenario: Scenario) -> Sandbox:
+def build_sandbox(scenario: Scenario, *, release_tables: bool = False) -> Sandbox:
     """Emulators for the ESP types in the scenario.
 
     One type is served at the root (Mailchimp: /3.0/...), as the real host serves it; with
-    several types each is mounted under /<type>, and its accounts' base_url says so.
+    several types each is mounted under /<type>, and its accounts' base_url says so. With
+    `release_tables` and one type, its emulator leaves the scenario's tables empty once read
+    (several emulators each read the same tables).
     """
     types = sorted({account.type for account in scenario.accounts}) or ["mailchimp"]
-    emulators = {esp_type: ESP_CONNECTORS[esp_type].emulator().from_scenario(scenario) for esp_type in types}
+    release = release_tables and len(types) == 1
+    emulators = {
+        esp_type: ESP_CONNECTORS[esp_type].emulator().from_scenario(scenario, release_tables=release)
+        for esp_type in types
+    }
     if len(emulators) == 1:
         app = next(iter(emulators.values())).app
     else:

@@ -7,6 +7,7 @@ load into the same `Scenario`. The format is documented in sandbox/SCENARIOS.md.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -237,8 +238,9 @@ def _inline_tables(raw: dict[str, Any], source: str) -> dict[str, pl.DataFrame]:
     return {name: _frame(name, table_rows, source) for name, table_rows in rows.items()}
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read a scenario YAML file, or a folder with scenario.yaml and Parquet tables."""
+def load_scenario(path: str | Path, only: Collection[str] | None = None) -> Scenario:
+    """Read a scenario YAML file, or a folder with scenario.yaml and Parquet tables; with `only`,
+    a folder's other tables are left empty (a million-contact world's CRM side is large)."""
     path = Path(path)
     file = path / "scenario.yaml" if path.is_dir() else path
     if not file.is_file():
@@ -253,7 +255,8 @@ def load_scenario(path: str | Path) -> Scenario:
         tables = {}
         for name, schema in TABLE_SCHEMAS.items():
             table_file = raw["tables"].get(name)
-            tables[name] = pl.read_parquet(file.parent / table_file) if table_file else pl.DataFrame(schema=schema)
+            wanted = table_file and (only is None or name in only)
+            tables[name] = pl.read_parquet(file.parent / table_file) if wanted else pl.DataFrame(schema=schema)
     else:
         tables = _inline_tables(raw, str(file))
     try:

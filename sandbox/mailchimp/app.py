@@ -54,9 +54,9 @@ from sandbox.mailchimp.state import (
     MailchimpState,
     Member,
     Recipient,
-    iso,
     utcnow,
 )
+from sandbox.mailchimp.store import iso
 from sandbox.scenario import Scenario
 
 API_PREFIX = "/3.0"
@@ -260,9 +260,12 @@ class MailchimpEmulator:
         self.app = Starlette(routes=routes)
 
     @classmethod
-    def from_scenario(cls, scenario: Scenario, faults: FaultSettings | None = None) -> MailchimpEmulator:
-        """An emulator holding every Mailchimp account of the scenario."""
-        return cls(load_into_state(scenario), faults)
+    def from_scenario(
+        cls, scenario: Scenario, faults: FaultSettings | None = None, *, release_tables: bool = False
+    ) -> MailchimpEmulator:
+        """An emulator holding every Mailchimp account of the scenario (`release_tables`: the
+        scenario's ESP tables are left empty once read)."""
+        return cls(load_into_state(scenario, release_tables=release_tables), faults)
 
     # -- plumbing -------------------------------------------------------------
 
@@ -408,12 +411,9 @@ class MailchimpEmulator:
             ]
             for member in inserted:
                 member.timestamp_signup = member.timestamp_opt = member.last_changed
-            # ahead of every member already there: each later page shifts by `count`
-            members = mailchimp_list.members
-            others = [(key, value) for key, value in members.items() if value not in inserted]
-            members.clear()  # in place: whoever holds the list's members sees the new order
-            members.update((member.id, member) for member in inserted)
-            members.update(others)
+            # ahead of every member already there: each later page shifts by `count`; in place,
+            # so whoever holds the list's members sees the new order
+            mailchimp_list.members.move_to_front(member.id for member in inserted)
             mailchimp_list.touch()
 
     async def _json_body(self, request: Request) -> dict[str, Any]:
@@ -486,21 +486,25 @@ class MailchimpEmulator:
             if only_ids:
                 page = [{"id": member_id} for member_id in chosen]
             else:
-                page = [mailchimp_list.members[member_id].as_json() for member_id in chosen]
+                page = [mailchimp_list.members.as_json(member_id) for member_id in chosen]
         return {"members": page, "list_id": mailchimp_list.id, "total_items": len(ids), "_links": []}
 
-    def _member(self, account: Account, request: Request) -> tuple[MailchimpList, Member | None, str]:
+    def _member_key(self, account: Account, request: Request) -> tuple[MailchimpList, str]:
         mailchimp_list = account.get_list(request.path_params["list_id"])
         key = request.path_params["subscriber_hash"].lower()
         if "@" in key:
             key = subscriber_hash(key)
+        return mailchimp_list, key
+
+    def _member(self, account: Account, request: Request) -> tuple[MailchimpList, Member | None, str]:
+        mailchimp_list, key = self._member_key(account, request)
         return mailchimp_list, mailchimp_list.members.get(key), key
 
     async def get_member(self, request: Request, account: Account) -> Any:
-        _, member, _ = self._member(account, request)
-        if member is None:
+        mailchimp_list, key = self._member_key(account, request)
+        if key not in mailchimp_list.members:
             raise MailchimpError(404, "Resource Not Found", "The requested resource could not be found.")
-        return member.as_json()
+        return mailchimp_list.members.as_json(key)  # a read leaves a member held as a row
 
     async def get_campaigns(self, request: Request, account: Account) -> Any:
         count, offset = page_params(request)
@@ -532,10 +536,10 @@ class MailchimpEmulator:
         campaign = account.get_campaign(request.path_params["campaign_id"])
         count, offset = page_params(request)
         since = parse_time(request.query_params.get("since"), "since")
-        recipients = list(campaign.recipients.values())
+        recipients = campaign.recipient_list()
         emails = []
         for recipient in recipients[offset : offset + count]:
-            activity = [a for a in recipient.activity if since is None or a.timestamp >= since]
+            activity = [a for a in recipient.actions() if since is None or a.timestamp >= since]
             emails.append(
                 {
                     "campaign_id": campaign.id,
@@ -561,10 +565,10 @@ class MailchimpEmulator:
     async def get_sent_to(self, request: Request, account: Account) -> Any:
         campaign = account.get_campaign(request.path_params["campaign_id"])
         count, offset = page_params(request)
-        recipients = list(campaign.recipients.values())
+        recipients = campaign.recipient_list()
         rows = []
         for recipient in recipients[offset : offset + count]:
-            opens = [a.timestamp for a in recipient.activity if a.action == "open"]
+            opens = [a.timestamp for a in recipient.actions() if a.action == "open"]
             rows.append(
                 {
                     "email_id": recipient.email_id,
@@ -852,9 +856,9 @@ class MailchimpEmulator:
             mailchimp_list = account.get_list(campaign.list_id)
             campaign.send_time = utcnow()
             campaign.status = "sent"
-            for member in mailchimp_list.members.values():
-                if member.status == "subscribed":
-                    campaign.recipients[member.id] = Recipient(member.email_address, member.id, mailchimp_list.id)
+            for member_id, email_address in mailchimp_list.members.addresses("subscribed"):
+                campaign.recipients[member_id] = Recipient(email_address, member_id, mailchimp_list.id)
+            campaign.recipients_changed()
         return None
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.mailchimp.helpers import subscriber_hash
+from sandbox.mailchimp import store
+from sandbox.mailchimp.store import MemberStore, contact_id_of, iso
 
 MEMBER_STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")
 WRITABLE_STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional")
@@ -18,10 +21,6 @@ COMPLIANCE_STATES = ("unsubscribed", "cleaned")
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
-
-
-def iso(value: datetime | None) -> str:
-    return "" if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 class MailchimpError(Exception):
@@ -35,7 +34,7 @@ class MailchimpError(Exception):
         self.errors = errors
 
 
-@dataclass
+@dataclass(slots=True)
 class Member:
     id: str
     email_address: str
@@ -58,35 +57,24 @@ class Member:
     archived_from: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "email_address": self.email_address,
-            "unique_email_id": self.unique_email_id,
-            "contact_id": self.contact_id,
-            "full_name": " ".join(
-                part for part in (self.merge_fields.get("FNAME"), self.merge_fields.get("LNAME")) if part
-            ),
-            "email_type": "html",
-            "status": self.status,
-            "unsubscribe_reason": self.unsubscribe_reason,
-            "merge_fields": dict(self.merge_fields),
-            "stats": {"avg_open_rate": 0, "avg_click_rate": 0},
-            "ip_signup": self.ip_signup,
-            "timestamp_signup": iso(self.timestamp_signup),
-            "ip_opt": self.ip_opt,
-            "timestamp_opt": iso(self.timestamp_opt),
-            "member_rating": self.member_rating,
-            "last_changed": iso(self.last_changed),
-            "language": self.language,
-            "vip": False,
-            "email_client": "",
-            "location": {"latitude": 0, "longitude": 0},
-            "source": "API - Generic",
-            "tags_count": len(self.tags),
-            "tags": [{"id": index + 1, "name": name} for index, name in enumerate(self.tags)],
-            "list_id": self.list_id,
-            "_links": [],
-        }
+        return store.member_json(
+            self.id,
+            self.email_address,
+            self.unique_email_id,
+            self.contact_id,
+            dict(self.merge_fields),
+            self.status,
+            self.unsubscribe_reason,
+            self.ip_signup,
+            self.timestamp_signup,
+            self.ip_opt,
+            self.timestamp_opt,
+            self.member_rating,
+            self.last_changed,
+            self.language,
+            self.tags,
+            self.list_id,
+        )
 
 
 @dataclass
@@ -94,13 +82,16 @@ class MailchimpList:
     id: str
     name: str
     date_created: datetime
-    members: dict[str, Member] = field(default_factory=dict)
+    members: MemberStore = field(init=False)
     forgotten: set[str] = field(default_factory=set)
     # contact ids in use by members that moved to another address: a new member at the former
     # address is another contact, with an id of its own
     moved_contact_ids: set[str] = field(default_factory=set)
     version: int = 0
     _views: dict[tuple[Any, ...], list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.members = MemberStore(self.id)
 
     def touch(self) -> None:
         self.version += 1
@@ -111,20 +102,13 @@ class MailchimpList:
         key = (status, since, before)
         ids = self._views.get(key)
         if ids is None:
-            ids = [
-                member.id
-                for member in self.members.values()
-                if (status is None or member.status == status)
-                and (since is None or member.last_changed >= since)
-                and (before is None or member.last_changed <= before)
-            ]
-            self._views[key] = ids
+            ids = self._views[key] = self.members.select(status, since, before)
         return ids
 
     def as_json(self) -> dict[str, Any]:
         counts = {status: 0 for status in MEMBER_STATUSES}
-        for member in self.members.values():
-            counts[member.status] += 1
+        for status in self.members.statuses():
+            counts[status] += 1
         return {
             "id": self.id,
             "web_id": abs(hash(self.id)) % 100000,
@@ -146,7 +130,7 @@ class MailchimpList:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class Activity:
     action: str  # open | click | bounce
     timestamp: datetime
@@ -155,16 +139,33 @@ class Activity:
     type: str = ""  # hard | soft for bounces
 
 
-@dataclass
+@dataclass(slots=True)
 class Recipient:
     email_address: str
     email_id: str
     list_id: str
     status: str = "sent"  # sent | hard | soft
-    activity: list[Activity] = field(default_factory=list)
+    # None until the recipient's first open, click or bounce: most recipients of a large world
+    # have none, and an empty list takes 56 bytes
+    logged: list[Activity] | None = None
     unsubscribed_at: datetime | None = None
     complained_at: datetime | None = None  # an abuse report: the recipient marked the mail as spam
     unsubscribe_reason: str = ""
+
+    @property
+    def activity(self) -> list[Activity]:
+        """The recipient's opens, clicks and bounces, to read or to add to."""
+        if self.logged is None:
+            self.logged = []
+        return self.logged
+
+    @activity.setter
+    def activity(self, value: list[Activity]) -> None:
+        self.logged = value
+
+    def actions(self) -> Sequence[Activity]:
+        """The recipient's opens, clicks and bounces, to read."""
+        return self.logged or ()
 
 
 @dataclass
@@ -177,12 +178,24 @@ class Campaign:
     status: str = "save"  # save | sending | sent
     send_time: datetime | None = None
     recipients: dict[str, Recipient] = field(default_factory=dict)
+    _listed: list[Recipient] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def recipient_list(self) -> list[Recipient]:
+        """The recipients in order, for paging: kept between pages until their number changes
+        or `recipients_changed()` says they did."""
+        listed = self._listed
+        if listed is None or len(listed) != len(self.recipients):
+            listed = self._listed = list(self.recipients.values())
+        return listed
+
+    def recipients_changed(self) -> None:
+        self._listed = None
 
     def opens(self) -> list[tuple[Recipient, Activity]]:
-        return [(r, a) for r in self.recipients.values() for a in r.activity if a.action == "open"]
+        return [(r, a) for r in self.recipients.values() for a in r.actions() if a.action == "open"]
 
     def clicks(self) -> list[tuple[Recipient, Activity]]:
-        return [(r, a) for r in self.recipients.values() for a in r.activity if a.action == "click"]
+        return [(r, a) for r in self.recipients.values() for a in r.actions() if a.action == "click"]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -281,7 +294,7 @@ class MailchimpState:
 
     def new_member(self, mailchimp_list: MailchimpList, email_address: str, status: str, **fields: Any) -> Member:
         member_id = subscriber_hash(email_address)
-        contact_id = hashlib.md5(("contact:" + member_id).encode()).hexdigest()
+        contact_id = contact_id_of(member_id)
         suffix = 0
         while contact_id in mailchimp_list.moved_contact_ids:
             suffix += 1

@@ -187,20 +187,20 @@ def new_esp_member_field(folder: Path) -> str | None:
     """Mailchimp adds a member field and an audience adds a merge field: the members load as
     before, the new merge field carried in merge_fields, the new member field ignored."""
     from mailbridge.config import load_config
-    from sandbox.mailchimp.state import Member
+    from sandbox.mailchimp import store
     from tests.conftest import write_project_config
 
-    original = Member.as_json
+    original = store.member_json  # every member answer, whether the member is a row or an object
 
-    def with_new_fields(member: Member) -> dict[str, Any]:
-        answer = original(member)
+    def with_new_fields(*fields: Any) -> dict[str, Any]:
+        answer = original(*fields)
         answer["sms_phone_number"] = "+49 30 1234567"
         answer["consents_to_one_to_one_messaging"] = True
         answer["merge_fields"] = {**answer["merge_fields"], "GEBURTSTAG": "05/17"}
         return answer
 
     folder.mkdir(parents=True, exist_ok=True)
-    with _small_emulator() as base_url, mock.patch.object(Member, "as_json", with_new_fields):
+    with _small_emulator() as base_url, mock.patch.object(store, "member_json", with_new_fields):
         config = load_config(
             write_project_config(folder, base_url=base_url, crm_url="sqlite:///unused.sqlite", accounts=["brand_main"])
         )
