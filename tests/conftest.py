@@ -24,20 +24,6 @@ os.environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long tests first: whole syncs through Dagster (marked `slow`), then the dbt builds, then
-    the rest, each in its collected order. xdist's worksteal hands each worker a contiguous share
-    of the collection and steals from its end: a long test left at the end holds one worker while
-    the other has nothing left to take."""
-
-    def weight(item: pytest.Item) -> int:
-        if item.get_closest_marker("slow") is not None:
-            return 0
-        return 1 if item.nodeid.startswith("tests/dbt/") else 2
-
-    items.sort(key=weight)
-
-
 @pytest.fixture(autouse=True)
 def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees another's warehouse, config or Dagster instance through the environment."""
