@@ -21,7 +21,6 @@ from pipelines.mailchimp.helpers import (
     TS,
     fields_param,
     format_timestamp,
-    items_table,
     mailchimp_client,
     members_table,
     paged,
@@ -732,7 +731,7 @@ def mailchimp_source(
             ):
                 if page:
                     constants = {"esp_account": account.name, "campaign_id": campaign["id"]}
-                    yield with_email_key(items_table(page, schema, constants, timestamps), "email_address")
+                    yield with_email_key(rows_table(page, schema, timestamps, constants=constants), "email_address")
 
         # campaigns whose per-recipient report was read completely after its window: settled,
         # read again only by a full sync

@@ -281,31 +281,22 @@ def members_table(account: str, list_id: str, members: list[dict[str, Any]], ext
     return with_email_key(pa.Table.from_pydict(columns, schema=MEMBER_SCHEMA), "email_address")
 
 
-def rows_table(rows: list[dict[str, Any]], schema: pa.Schema, timestamp_columns: Sequence[str] = ()) -> pa.Table:
-    """Plain rows as Arrow with an explicit schema, column by column; ISO timestamps parsed
-    by Arrow (`timestamp_column`)."""
-    columns = [
-        timestamp_column([row.get(field.name) for row in rows])
-        if field.name in timestamp_columns
-        else pa.array([row.get(field.name) for row in rows], field.type)
-        for field in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def items_table(
-    items: Sequence[Mapping[str, Any]],
+def rows_table(
+    rows: Sequence[Mapping[str, Any]],
     schema: pa.Schema,
-    constants: Mapping[str, Any],
     timestamp_columns: Sequence[str] = (),
+    *,
+    constants: Mapping[str, Any] | None = None,
 ) -> pa.Table:
-    """One page of API items as Arrow with an explicit schema, column by column: a column of
-    `constants` holds its value on every row, every other column is read from the items by its
-    name (missing: null). The same table as `rows_table` of one dict per item, without the dicts."""
-    count = len(items)
+    """Plain rows (or a page of API items) as Arrow with an explicit schema, column by column:
+    each column read from the rows by its name (missing: null), except that a column of
+    `constants` holds its value on every row; ISO timestamps parsed by Arrow
+    (`timestamp_column`). A page's items need no dict each to add the constant columns."""
+    constants = constants or {}
+    count = len(rows)
     columns = []
     for field in schema:
         name = field.name
-        values = [constants[name]] * count if name in constants else [item.get(name) for item in items]
+        values = [constants[name]] * count if name in constants else [row.get(name) for row in rows]
         columns.append(timestamp_column(values) if name in timestamp_columns else pa.array(values, field.type))
     return pa.Table.from_arrays(columns, schema=schema)

@@ -559,7 +559,7 @@ def test_report_pages_become_the_tables_a_row_by_row_build_made() -> None:
     table as one dict per event (or recipient) turned into rows, for recipients without activity,
     missing keys, empty IPs and URLs, bounces, and keys the schema does not name."""
     from pipelines.mailchimp import ACTIVITY_SCHEMA, SENT_TO_SCHEMA, activity_page_table
-    from pipelines.mailchimp.helpers import items_table, rows_table
+    from pipelines.mailchimp.helpers import rows_table
 
     page: list[dict[str, Any]] = [
         {
@@ -607,7 +607,8 @@ def test_report_pages_become_the_tables_a_row_by_row_build_made() -> None:
     recipients = [
         {"esp_account": "acc", "campaign_id": "c1", **{field: item.get(field) for field in fields}} for item in page
     ]
-    built = items_table(page, SENT_TO_SCHEMA, {"esp_account": "acc", "campaign_id": "c1"}, ["last_open"])
+    constants = {"esp_account": "acc", "campaign_id": "c1"}
+    built = rows_table(page, SENT_TO_SCHEMA, ["last_open"], constants=constants)
     assert built.equals(rows_table(recipients, SENT_TO_SCHEMA, ["last_open"]))
 
 
