@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint pytest samples scale docs bench ui sandbox simulate chaos clean
+.PHONY: install demo test lint pytest slow samples scale docs bench ui sandbox simulate chaos clean
 
 $(STAMP): pyproject.toml uv.lock
 	$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -30,11 +30,17 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# the default suite; the simulation's and the chaos suite's fixed samples run in `samples`.
-# Tests go to whichever worker is free (a module's shared world is built at most once per
-# worker): by module, the compliance regressions alone held one worker for 14 minutes
+# the default suite; the end-to-end tests run in `slow`, the simulation's and the chaos suite's
+# fixed samples in `samples`. Tests go to whichever worker is free (a module's shared world is
+# built at most once per worker): by module, the compliance regressions alone held one worker
+# for 14 minutes
 pytest: install
-	$(BIN)/pytest -n 2 --dist worksteal -m "not simulation and not chaos and not scale" $(ARGS)
+	$(BIN)/pytest -n 2 --dist worksteal -m "not slow and not simulation and not chaos and not scale" $(ARGS)
+
+# the end-to-end tests: mailbridge run as a process of its own or through Dagster (the CLI's
+# syncs, pushes and sends, killed syncs and pushes, the report in a browser)
+slow: install
+	$(BIN)/pytest -n 2 --dist worksteal -m "slow and not simulation and not chaos and not scale" $(ARGS)
 
 # the fixed samples of the slow suites (seeded simulation, chaos schedules); SAMPLES picks
 SAMPLES ?= simulation or chaos

@@ -146,9 +146,6 @@ def decided_world(tmp_path_factory: pytest.TempPathFactory, synced_template: Pat
             yield world
 
 
-pytestmark = pytest.mark.slow
-
-
 def test_a_profile_edit_at_the_esp_does_not_revive_a_crm_opt_out(decided_world: World) -> None:
     """Opted in at the ESP in January, out by phone in the CRM in June, a profile edit at the
     ESP in September: last_changed is no subscribe time, the CRM opt-out is the newer status."""
