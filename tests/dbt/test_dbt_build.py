@@ -217,3 +217,17 @@ def test_esp_members_with_invalid_addresses_each_have_an_id_of_their_own(
         ).fetchone()[0]
     assert rows == [("invalid1", "invalid_email"), ("invalid2", "invalid_email")]
     assert ids == 2
+
+
+def test_dbt_sends_no_usage_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dbt tells dbt Labs about every invocation, model and test unless the project says not to:
+    mailbridge talks to the warehouse and the systems it is configured for, and nothing else."""
+    monkeypatch.setenv("MAILBRIDGE_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    events: list[str] = []
+    result = dbtRunner(callbacks=[lambda event: events.append(event.info.name)]).invoke(
+        ["debug", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)]
+    )
+    assert result.success, result.exception
+    assert "AdapterRegistered" in events, events[:20]
+    # (dbt announces a flush at its end either way; with nothing to send it sends nothing)
+    assert [name for name in events if name in ("SendingEvent", "SendEventFailure", "FlushEventsFailure")] == []
