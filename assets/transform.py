@@ -69,10 +69,13 @@ def mailbridge_dbt_models(
             target_path=dbt_target_path(Path(warehouse.path)),
         )
     # the analytics marts carry their headline KPIs, read once dbt has let go of the warehouse:
-    # from the first of them on, events wait for the build to end (Dagster takes them in order)
+    # their events and those of every model below them wait for the build to end, in the order
+    # dbt sent them; every other event is handed to Dagster as it comes, while dbt goes on (held
+    # back too, the events of a whole build were written after it, seconds of every sync)
+    waiting = _headlines_and_below(context)
     held: list[Any] = []
     for event in invocation.stream():
-        if held or (isinstance(event, dg.Output) and _model_of(context, event) in HEADLINES):
+        if _asset_of(context, event) in waiting:
             held.append(event)
         else:
             yield event
@@ -91,6 +94,32 @@ def mailbridge_dbt_models(
 
 def _model_of(context: dg.AssetExecutionContext, event: Any) -> str:
     return str(context.asset_key_for_output(event.output_name).path[-1])
+
+
+def _asset_of(context: dg.AssetExecutionContext, event: Any) -> dg.AssetKey | None:
+    """The asset an event of the dbt stream is about: its output's, its check's or its own."""
+    key: dg.AssetKey | None = None
+    if isinstance(event, dg.Output):
+        key = context.asset_key_for_output(event.output_name)
+    elif isinstance(event, dg.AssetCheckResult | dg.AssetMaterialization | dg.AssetObservation):
+        key = event.asset_key
+    return key
+
+
+def _headlines_and_below(context: dg.AssetExecutionContext) -> set[dg.AssetKey]:
+    """The marts with headline KPIs and every dbt asset downstream of them."""
+    below: dict[dg.AssetKey, set[dg.AssetKey]] = {}
+    for key, upstream in context.assets_def.asset_deps.items():
+        for parent in upstream:
+            below.setdefault(parent, set()).add(key)
+    waiting = {key for key in context.assets_def.keys if key.path[-1] in HEADLINES}
+    frontier = list(waiting)
+    while frontier:
+        for child in below.get(frontier.pop(), ()):
+            if child not in waiting:
+                waiting.add(child)
+                frontier.append(child)
+    return waiting
 
 
 SAMPLE_ROWS = 5
