@@ -38,7 +38,8 @@ pytest: install
 	$(BIN)/pytest -n 2 --dist worksteal -m "not slow and not simulation and not chaos and not scale" $(ARGS)
 
 # the end-to-end tests: mailbridge run as a process of its own or through Dagster (the CLI's
-# syncs, pushes and sends, killed syncs and pushes, the report in a browser)
+# syncs, pushes and sends, killed syncs and pushes, the report in a browser), and the compliance
+# regressions that sync, push and sync again
 slow: install
 	$(BIN)/pytest -n 2 --dist worksteal -m "slow and not simulation and not chaos and not scale" $(ARGS)
 

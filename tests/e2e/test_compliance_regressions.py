@@ -193,6 +193,7 @@ def test_a_transmit_of_an_address_the_crm_opted_out_is_refused(decided_world: Wo
     assert "opted out in the CRM" in row["queue_reason"]
 
 
+@pytest.mark.slow
 def test_the_doi_grace_period_counts_from_when_the_doi_started(world: World) -> None:
     """The CRM subscribed in August against an older ESP opt-out: the push starts a DOI; the
     next sync finds it pending within the grace period, not past it (the CRM date is old)."""
@@ -204,6 +205,7 @@ def test_the_doi_grace_period_counts_from_when_the_doi_started(world: World) -> 
     assert (row["result"], row["rule"]) == ("in_sync", "doi_pending_within_grace")
 
 
+@pytest.mark.slow
 def test_a_manual_unsubscribe_reaches_both_sides_in_one_push(world: World) -> None:
     record_decision(world.warehouse, "beide@beispiel.de", LINK, "unsubscribe", "lena", note="asked by phone")
     dbt_build(world.folder, world.warehouse, "decided")
@@ -221,6 +223,7 @@ def test_a_manual_unsubscribe_reaches_both_sides_in_one_push(world: World) -> No
     assert world.reconciliation("beide@beispiel.de")["result"] == "in_sync"
 
 
+@pytest.mark.slow
 def test_push_and_its_dry_run_act_on_a_decision_made_after_the_sync(world: World) -> None:
     record_decision(world.warehouse, "nurcrm@beispiel.de", LINK, "transmit", "lena")
     dry = push(world.config, run_id="dry", dry_run=True)
@@ -230,6 +233,7 @@ def test_push_and_its_dry_run_act_on_a_decision_made_after_the_sync(world: World
     assert world.member("nurcrm@beispiel.de").status == "subscribed"
 
 
+@pytest.mark.slow
 def test_a_task_word_the_crm_writer_rejects_is_answered_not_run_in_the_next_push(world: World) -> None:
     """A task word asks the CRM to take the ESP's status for a contact the ESP does not have yet,
     which the policy transmits. The writer rejects the word for good (no member to take a status
@@ -267,6 +271,7 @@ def test_a_task_word_the_crm_writer_rejects_is_answered_not_run_in_the_next_push
     assert not [key for key in again.counts if key[1] == "set_status"], again.counts
 
 
+@pytest.mark.slow
 def test_refused_credentials_stop_the_account_and_keep_its_actions_ready(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -288,6 +293,7 @@ def test_refused_credentials_stop_the_account_and_keep_its_actions_ready(
     assert world.member("gesperrt@beispiel.de").status == "unsubscribed"
 
 
+@pytest.mark.slow
 def test_a_crm_subscribe_taken_from_the_esp_waits_when_the_member_changed_since_the_sync(world: World) -> None:
     """The sync saw an ESP subscriber the CRM knows (its assignment is to be created); the
     member unsubscribes before the push: the push does not write the old subscribe."""
@@ -303,6 +309,7 @@ def test_a_crm_subscribe_taken_from_the_esp_waits_when_the_member_changed_since_
     assert world.reconciliation("doppelt@beispiel.de")["esp_status"] == "unsubscribed"
 
 
+@pytest.mark.slow
 def test_a_refused_task_word_is_answered_and_cleared_not_run_once_the_state_changes(world: World) -> None:
     """A DOI asked by task word for a member still subscribed at the ESP is refused, while the
     CRM's newer phone opt-out goes out. Kept in the CRM, the word ran in the next push, once
@@ -332,6 +339,7 @@ def test_a_refused_task_word_is_answered_and_cleared_not_run_once_the_state_chan
     assert world.member("profil@beispiel.de").status == "unsubscribed"
 
 
+@pytest.mark.slow
 def test_a_manual_unsubscribe_runs_on_a_state_that_changed_since_it_was_decided(world: World) -> None:
     """A person asked to be unsubscribed; before the next sync their name changed at the ESP.
     Any other decision made on the former state goes stale: this one ran on no state at all, and
@@ -352,6 +360,7 @@ def test_a_manual_unsubscribe_runs_on_a_state_that_changed_since_it_was_decided(
     assert not [key for key in again.counts if key[2] == "manual"]
 
 
+@pytest.mark.slow
 def test_a_decided_unsubscribe_that_was_already_done_does_not_come_back_when_the_person_opts_in_again(
     world: World,
 ) -> None:
@@ -374,6 +383,7 @@ def test_a_decided_unsubscribe_that_was_already_done_does_not_come_back_when_the
     assert "unsubscribe" not in world.queue("beide@beispiel.de")
 
 
+@pytest.mark.slow
 def test_an_unsubscribe_task_word_on_a_duplicate_contact_runs_and_is_cleared_there(world: World) -> None:
     """Two contacts share the address; the duplicate rule picks the one whose name the ESP
     has. A CRM user set the unsubscribe word on the other: it was ignored, sync after sync."""
@@ -402,6 +412,7 @@ def test_an_unsubscribe_task_word_on_a_duplicate_contact_runs_and_is_cleared_the
     assert "unsubscribe" not in world.queue("beide@beispiel.de")
 
 
+@pytest.mark.slow
 def test_a_member_that_moved_on_from_an_opted_out_address_is_unsubscribed_with_its_new_crm_contact(
     world: World,
 ) -> None:
