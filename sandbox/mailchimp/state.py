@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines.mailchimp.helpers import subscriber_hash
 from sandbox.mailchimp import store
-from sandbox.mailchimp.store import MemberStore, contact_id_of, iso
+from sandbox.mailchimp.store import MEMBER_RATING, MemberStore, contact_id_of, iso, unique_email_id_of
 
 MEMBER_STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")
 WRITABLE_STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional")
@@ -51,7 +51,7 @@ class Member:
     timestamp_opt: datetime | None = None
     last_changed: datetime = field(default_factory=utcnow)
     unsubscribe_reason: str = ""
-    member_rating: int = 2
+    member_rating: int = MEMBER_RATING
     # the status an archived member had before it was archived (None when unknown, e.g. loaded
     # archived): an opt-out stays an opt-out through archiving. Never in the API's answers.
     archived_from: str | None = None
@@ -304,7 +304,7 @@ class MailchimpState:
             email_address=email_address.strip(),
             status=status,
             list_id=mailchimp_list.id,
-            unique_email_id=member_id[:10],
+            unique_email_id=unique_email_id_of(member_id),
             contact_id=contact_id,
             **fields,
         )

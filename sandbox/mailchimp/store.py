@@ -53,6 +53,14 @@ def contact_id_of(member_id: str) -> str:
     return hashlib.md5(("contact:" + member_id).encode()).hexdigest()
 
 
+def unique_email_id_of(member_id: str) -> str:
+    return member_id[:10]
+
+
+# the rating (of five stars) a member starts with; a loaded member keeps it
+MEMBER_RATING: Final = 2
+
+
 def member_json(
     member_id: str,
     email_address: str,
@@ -153,7 +161,7 @@ class MemberStore(MutableMapping[str, "Member"]):
             email_address=row[EMAIL],
             status=row[STATUS],
             list_id=self.list_id,
-            unique_email_id=member_id[:10],
+            unique_email_id=unique_email_id_of(member_id),
             contact_id=contact_id_of(member_id),
             merge_fields=_merge_fields(row),
             timestamp_signup=row[SIGNUP],
@@ -173,7 +181,7 @@ class MemberStore(MutableMapping[str, "Member"]):
         return member_json(
             member_id,
             row[EMAIL],
-            member_id[:10],
+            unique_email_id_of(member_id),
             contact_id_of(member_id),
             _merge_fields(row),
             row[STATUS],
@@ -182,7 +190,7 @@ class MemberStore(MutableMapping[str, "Member"]):
             row[SIGNUP],
             row[IP_OPT],
             row[OPT],
-            2,
+            MEMBER_RATING,
             row[LAST_CHANGED],
             "",
             [],
